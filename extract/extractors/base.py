@@ -1,0 +1,202 @@
+"""The extractor interface: a config (the feature spec) plus a small class with one batch method.
+
+Decoding, face finding, batching, writing, resuming and progress belong to the runner; an
+extractor only turns a batch of face crops (visual) or one waveform (audio) into rows.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import hashlib
+import importlib.util
+import json
+from abc import ABC, abstractmethod
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, ClassVar
+
+import numpy as np
+
+from extract.catalog import FeatureSpec, resolve_local_weights
+from extract.errors import UnavailableError
+from extract.registry import Registry
+
+EXTRACTORS: Registry[type[Extractor]] = Registry("extractor")
+
+
+@dataclass(frozen=True)
+class Availability:
+    """Whether a feature can run here, and which weights it would use."""
+
+    available: bool
+    reason: str  # why not (empty when available)
+    weights: str  # what it will load, in words
+
+
+@dataclass
+class AudioRows:
+    """An audio extractor's output for one waveform."""
+
+    values: dict[str, np.ndarray]  # output name ("" = the feature itself) → (T, d)
+    times: np.ndarray  # (T,) row centre times in seconds, relative to the waveform start
+    mask: np.ndarray | None = None  # (T,) bool; None = all valid
+
+
+def _sha256_path(path: Path) -> str:
+    h = hashlib.sha256()
+    files = sorted(p for p in path.rglob("*") if p.is_file()) if path.is_dir() else [path]
+    for f in files:
+        h.update(f.name.encode())
+        with f.open("rb") as fh:
+            for block in iter(lambda: fh.read(1 << 20), b""):
+                h.update(block)
+    return h.hexdigest()
+
+
+_HASH_CACHE: dict[tuple[str, int, float], str] = {}
+
+
+def weights_sha256(path: Path) -> str:
+    """sha256 of a checkpoint file or folder (cached by path, size and mtime)."""
+    st = path.stat()
+    key = (str(path.resolve()), st.st_size, st.st_mtime)
+    if key not in _HASH_CACHE:
+        _HASH_CACHE[key] = _sha256_path(path)
+    return _HASH_CACHE[key]
+
+
+def hub_snapshot(repo_id: str) -> Path | None:
+    """The local Hugging Face cache folder of ``repo_id`` when it has been downloaded."""
+    try:
+        from huggingface_hub import snapshot_download
+
+        return Path(snapshot_download(repo_id, local_files_only=True))
+    except Exception:  # not cached, or huggingface_hub missing: both mean "not here"
+        return None
+
+
+class Extractor(ABC):
+    """Base of all extractors. Subclasses set ``name`` and ``modality`` and register."""
+
+    name: ClassVar[str]
+    modality: ClassVar[str]
+    requires: ClassVar[tuple[str, ...]] = ()  # importable modules it needs
+    needs_weights: ClassVar[bool] = True
+
+    def __init__(self, spec: FeatureSpec, device: str = "cpu") -> None:
+        self.spec = spec
+        self.device = device
+
+    # ------------------------------------------------------------ availability
+    @classmethod
+    def check(cls, spec: FeatureSpec) -> Availability:
+        """Can ``spec`` run here? Checks modules first, then weights."""
+        missing = [m for m in cls.requires if importlib.util.find_spec(m) is None]
+        if missing:
+            return Availability(False, f"missing packages: {', '.join(missing)}",
+                                str(spec.weights))
+        return cls.check_weights(spec)
+
+    @classmethod
+    def check_weights(cls, spec: FeatureSpec) -> Availability:
+        """Default weight check: a local path, or a Hugging Face id in the local cache."""
+        if not cls.needs_weights:
+            return Availability(True, "", "none needed")
+        if not spec.weights:
+            return Availability(False, "no weights configured (set weights: in features.yaml "
+                                "or --weights NAME=PATH)", "-")
+        local = resolve_local_weights(spec.weights)
+        if local is not None:
+            return Availability(True, "", str(local))
+        if "/" in spec.weights and not spec.weights.startswith((".", "/", "~")):
+            if hub_snapshot(spec.weights) is not None:
+                return Availability(True, "", f"{spec.weights} (hub cache)")
+            return Availability(False, f"{spec.weights} is not in the Hugging Face cache and "
+                                "cannot be downloaded here; download it where there is internet "
+                                "or pass --weights NAME=PATH", spec.weights)
+        return Availability(False, f"checkpoint {spec.weights} not found (looked in the working "
+                            "folder and $EXTRACT_WEIGHTS_DIR)", spec.weights)
+
+    def weights_path(self) -> Path:
+        """The local file or folder to load, or an error saying why there is none."""
+        local = resolve_local_weights(self.spec.weights)
+        if local is not None:
+            return local
+        if self.spec.weights and "/" in self.spec.weights:
+            snap = hub_snapshot(self.spec.weights)
+            if snap is not None:
+                return snap
+        raise UnavailableError(self.check(self.spec).reason or
+                               f"weights {self.spec.weights!r} not found")
+
+    # ------------------------------------------------------------ provenance
+    def resolved_config(self) -> dict[str, Any]:
+        """Everything that shapes the numbers; its hash is the feature's fingerprint."""
+        cfg: dict[str, Any] = {
+            "extractor": self.name, "weights": self.spec.weights, "input": self.spec.input,
+            "rate": self.spec.rate, "options": self.spec.options, "extras": self.spec.extras,
+        }
+        if self.needs_weights and self.spec.weights:
+            with contextlib.suppress(UnavailableError):
+                cfg["weights_sha256"] = weights_sha256(self.weights_path())
+        return json.loads(json.dumps(cfg, default=str))
+
+    def outputs(self) -> dict[str, int]:
+        """Stored feature name → dim: the feature itself plus ``<name>.<extra>`` siblings."""
+        out = {self.spec.name: self.spec.dim}
+        out.update({f"{self.spec.name}.{k}": int(d) for k, d in self.spec.extras.items()})
+        return out
+
+    # ---------------------------------------------------------------- compute
+    def load(self) -> None:  # noqa: B027 (optional hook)
+        """Build the model and load weights (once per worker, after the process starts)."""
+
+    @contextlib.contextmanager
+    def autocast(self) -> Iterator[None]:
+        """inference_mode, plus bf16 autocast on CUDA."""
+        import torch
+
+        with torch.inference_mode():
+            if str(self.device).startswith("cuda"):
+                with torch.autocast("cuda", dtype=torch.bfloat16):
+                    yield
+            else:
+                yield
+
+
+class VisualExtractor(Extractor):
+    """Turns a batch of aligned face crops into rows."""
+
+    modality = "visual"
+
+    @abstractmethod
+    def extract(self, crops: np.ndarray) -> dict[str, np.ndarray]:
+        """(N, S, S, 3) uint8 RGB crops at ``spec.face_size`` → {"": (N, D), extra: (N, d)}."""
+
+
+class AudioExtractor(Extractor):
+    """Turns one 16 kHz mono waveform into rows at the feature's native rate."""
+
+    modality = "audio"
+
+    @abstractmethod
+    def extract(self, wav: np.ndarray, centers: np.ndarray | None = None) -> AudioRows:
+        """float32 (S,) waveform → rows; ``centers`` (seconds) asks for windows centred there."""
+
+
+def create(spec: FeatureSpec, device: str = "cpu") -> Extractor:
+    """Instantiate the extractor for ``spec`` (not yet loaded)."""
+    import extract.extractors  # noqa: F401  (fills the registry)
+
+    return EXTRACTORS.get(spec.extractor)(spec, device)
+
+
+def availability(spec: FeatureSpec) -> Availability:
+    """Availability of ``spec``, including "extractor not implemented"."""
+    import extract.extractors  # noqa: F401
+
+    if spec.extractor not in EXTRACTORS:
+        return Availability(False, f"extractor {spec.extractor!r} is not implemented",
+                            str(spec.weights))
+    return EXTRACTORS.get(spec.extractor).check(spec)

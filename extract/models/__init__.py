@@ -1,0 +1,1 @@
+"""Backbone models, front ends and checkpoint helpers written in pure PyTorch."""

@@ -1,0 +1,167 @@
+"""Shared checkpoint helpers: read state dicts from ``.pth``/``.safetensors``, write safetensors,
+hash files, and load into modules with errors that name the offending keys.
+
+``torch.load`` is always called with ``weights_only=True`` and ``map_location="cpu"``, so a
+checkpoint can hold tensors and plain containers only (no pickled code).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import logging
+from collections.abc import Iterable, Mapping
+from pathlib import Path
+
+import torch
+from torch import nn
+
+from extract.errors import ExtractError
+
+log = logging.getLogger(__name__)
+
+StateDict = dict[str, torch.Tensor]
+
+TORCH_SUFFIXES = (".pth", ".pt", ".bin", ".ckpt")
+SAFETENSORS_SUFFIX = ".safetensors"
+#: Keys under which training scripts commonly nest the weights.
+CONTAINER_KEYS = ("state_dict", "model_state_dict", "model", "net", "network", "weights")
+_MAX_LISTED = 12
+
+
+class CheckpointError(ExtractError, ValueError):
+    """A checkpoint file cannot be read, or does not match the model it is loaded into."""
+
+
+def _format_keys(keys: Iterable[str]) -> str:
+    """At most ``_MAX_LISTED`` keys, then a count of the rest."""
+    keys = sorted(keys)
+    shown = ", ".join(keys[:_MAX_LISTED])
+    rest = len(keys) - _MAX_LISTED
+    return f"{shown}, ... (+{rest} more)" if rest > 0 else shown
+
+
+def unwrap_state_dict(obj: object, source: str = "<state dict>") -> StateDict:
+    """Return the tensor mapping inside ``obj``: unnest common containers, strip ``module.``."""
+    while isinstance(obj, Mapping):
+        nested = [k for k in CONTAINER_KEYS if isinstance(obj.get(k), Mapping)]
+        if not nested:
+            break
+        obj = obj[nested[0]]
+    if not isinstance(obj, Mapping):
+        kind = type(obj).__name__
+        raise CheckpointError(f"{source}: expected a state dict (mapping), got {kind}")
+    bad = [str(k) for k, v in obj.items() if not isinstance(k, str) or not torch.is_tensor(v)]
+    if bad:
+        raise CheckpointError(f"{source}: entries that are not tensors: {_format_keys(bad)}")
+    state = dict(obj)
+    if state and all(k.startswith("module.") for k in state):
+        state = {k[len("module."):]: v for k, v in state.items()}
+    return state
+
+
+def load_state_dict(path: str | Path) -> StateDict:
+    """Read a state dict from ``.pth/.pt/.bin/.ckpt`` (torch) or ``.safetensors`` onto the CPU."""
+    path = Path(path)
+    if not path.is_file():
+        raise FileNotFoundError(f"checkpoint not found: {path}")
+    suffix = path.suffix.lower()
+    if suffix == SAFETENSORS_SUFFIX:
+        from safetensors.torch import load_file
+
+        return load_file(str(path), device="cpu")
+    if suffix not in TORCH_SUFFIXES:
+        known = ", ".join((*TORCH_SUFFIXES, SAFETENSORS_SUFFIX))
+        raise CheckpointError(f"{path}: unknown checkpoint suffix {suffix!r}; expected {known}")
+    try:
+        obj = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as exc:  # torch raises several types (UnpicklingError, RuntimeError, ...)
+        raise CheckpointError(f"{path}: cannot be read as a torch checkpoint: {exc}") from exc
+    return unwrap_state_dict(obj, source=str(path))
+
+
+def save_safetensors(
+    state: nn.Module | Mapping[str, torch.Tensor],
+    path: str | Path,
+    metadata: Mapping[str, str] | None = None,
+) -> Path:
+    """Write a module's (or a mapping's) tensors to ``path`` as safetensors; returns the path."""
+    from safetensors.torch import save_file
+
+    tensors = state.state_dict() if isinstance(state, nn.Module) else state
+    # clone: safetensors refuses tensors that share storage; contiguous: it needs dense tensors
+    plain = {k: v.detach().cpu().contiguous().clone() for k, v in tensors.items()}
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    save_file(plain, str(path), metadata=dict(metadata) if metadata else None)
+    log.debug("wrote %d tensors to %s", len(plain), path)
+    return path
+
+
+def sha256_file(path: str | Path, chunk_size: int = 1 << 20) -> str:
+    """Hex SHA-256 of a file, read in chunks."""
+    digest = hashlib.sha256()
+    with Path(path).open("rb") as fh:
+        while chunk := fh.read(chunk_size):
+            digest.update(chunk)
+    return digest.hexdigest()
+
+
+def _fill_batch_counters(module: nn.Module, state: StateDict) -> StateDict:
+    """Add ``num_batches_tracked`` counters that old checkpoints lack (value 0)."""
+    expected = module.state_dict()
+    missing = [k for k in expected if k.endswith(".num_batches_tracked") and k not in state]
+    if not missing:
+        return state
+    filled = dict(state)
+    for key in missing:
+        filled[key] = torch.zeros_like(expected[key])
+    return filled
+
+
+def check_state_dict(
+    module: nn.Module, state: Mapping[str, torch.Tensor], source: str, strict: bool = True
+) -> None:
+    """Raise :class:`CheckpointError` naming mis-shaped (and, if strict, missing/extra) keys."""
+    expected = module.state_dict()
+    missing = set(expected) - set(state) if strict else set()
+    unexpected = set(state) - set(expected) if strict else set()
+    problems = []
+    if missing:
+        problems.append(f"missing keys ({len(missing)}): {_format_keys(missing)}")
+    if unexpected:
+        problems.append(f"unexpected keys ({len(unexpected)}): {_format_keys(unexpected)}")
+    shapes = [
+        f"{k} {tuple(state[k].shape)} != {tuple(v.shape)}"
+        for k, v in expected.items()
+        if k in state and state[k].shape != v.shape
+    ]
+    if shapes:
+        problems.append(f"shape mismatches ({len(shapes)}): {_format_keys(shapes)}")
+    if problems:
+        name = type(module).__name__
+        raise CheckpointError(f"{source} does not fit {name}: " + "; ".join(problems))
+
+
+def load_into(
+    module: nn.Module,
+    state: Mapping[str, torch.Tensor],
+    source: str = "<state dict>",
+    strict: bool = True,
+) -> nn.Module:
+    """Load ``state`` into ``module``; with ``strict`` every key must match in name and shape."""
+    state = _fill_batch_counters(module, dict(state))
+    check_state_dict(module, state, source, strict=strict)
+    result = module.load_state_dict(state, strict=strict)
+    if not strict and (result.missing_keys or result.unexpected_keys):
+        log.warning(
+            "%s: missing %s; unexpected %s",
+            source,
+            _format_keys(result.missing_keys),
+            _format_keys(result.unexpected_keys),
+        )
+    return module
+
+
+def count_parameters(module: nn.Module) -> int:
+    """Number of parameter elements (trainable or not)."""
+    return sum(p.numel() for p in module.parameters())
