@@ -1,4 +1,4 @@
-"""A small name → object registry: filled by import, duplicates raise, unknown names list the known."""
+"""A name → object registry: filled by import; duplicates raise; unknown names list the known."""
 
 from __future__ import annotations
 

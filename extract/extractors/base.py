@@ -43,11 +43,21 @@ class AudioRows:
     mask: np.ndarray | None = None  # (T,) bool; None = all valid
 
 
+CHECKPOINT_SUFFIXES = frozenset({".pth", ".pt", ".bin", ".ckpt", ".safetensors", ".onnx", ".h5",
+                                 ".hdf5", ".pkl"})
+
+
+def looks_like_hub_id(weights: str) -> bool:
+    """``org/name`` with no checkpoint suffix and no path prefix: a Hugging Face id."""
+    return (weights.count("/") == 1 and not weights.startswith((".", "/", "~"))
+            and Path(weights).suffix.lower() not in CHECKPOINT_SUFFIXES)
+
+
 def _sha256_path(path: Path) -> str:
     h = hashlib.sha256()
     files = sorted(p for p in path.rglob("*") if p.is_file()) if path.is_dir() else [path]
     for f in files:
-        h.update(f.name.encode())
+        h.update((f.relative_to(path).as_posix() if path.is_dir() else f.name).encode())
         with f.open("rb") as fh:
             for block in iter(lambda: fh.read(1 << 20), b""):
                 h.update(block)
@@ -109,7 +119,7 @@ class Extractor(ABC):
         local = resolve_local_weights(spec.weights)
         if local is not None:
             return Availability(True, "", str(local))
-        if "/" in spec.weights and not spec.weights.startswith((".", "/", "~")):
+        if looks_like_hub_id(spec.weights):
             if hub_snapshot(spec.weights) is not None:
                 return Availability(True, "", f"{spec.weights} (hub cache)")
             return Availability(False, f"{spec.weights} is not in the Hugging Face cache and "
@@ -123,7 +133,7 @@ class Extractor(ABC):
         local = resolve_local_weights(self.spec.weights)
         if local is not None:
             return local
-        if self.spec.weights and "/" in self.spec.weights:
+        if self.spec.weights and looks_like_hub_id(self.spec.weights):
             snap = hub_snapshot(self.spec.weights)
             if snap is not None:
                 return snap

@@ -1,1 +1,1 @@
-"""Media decoding with PyAV: video frames with real timestamps, audio at 16 kHz mono, frame folders."""
+"""Media decoding with PyAV: video frames with real timestamps, 16 kHz mono audio, frame folders."""

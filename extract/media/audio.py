@@ -65,7 +65,8 @@ def read_audio(path: str | Path, sample_rate: int = TARGET_RATE) -> Audio:
             for out in resampler.resample(None):
                 chunks.append(out.to_ndarray().reshape(-1))
         except Exception as exc:
-            raise MediaError(f"{path}: audio decoding failed ({type(exc).__name__}: {exc})") from exc
+            raise MediaError(f"{path}: audio decoding failed "
+                             f"({type(exc).__name__}: {exc})") from exc
     if not chunks:
         raise MediaError(f"{path}: the audio stream holds no samples")
     wav = np.concatenate(chunks).astype(np.float32, copy=False)

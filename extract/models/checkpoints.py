@@ -55,7 +55,7 @@ def unwrap_state_dict(obj: object, source: str = "<state dict>") -> StateDict:
         raise CheckpointError(f"{source}: entries that are not tensors: {_format_keys(bad)}")
     state = dict(obj)
     if state and all(k.startswith("module.") for k in state):
-        state = {k[len("module."):]: v for k, v in state.items()}
+        state = {k[len("module.") :]: v for k, v in state.items()}
     return state
 
 

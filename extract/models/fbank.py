@@ -250,7 +250,7 @@ def speechbrain_filter_bank(
     return torch.clamp(tri, min=0.0).transpose(0, 1).contiguous()
 
 
-def _check_lengths(lengths: torch.Tensor | None, n: int, device: torch.device) -> torch.Tensor:
+def check_lengths(lengths: torch.Tensor | None, n: int, device: torch.device) -> torch.Tensor:
     """Relative lengths ``(N,)`` in ``(0, 1]`` (all ones when ``None``)."""
     if lengths is None:
         return torch.ones(n, device=device)
@@ -270,7 +270,7 @@ def sentence_mean_norm(feats: torch.Tensor, lengths: torch.Tensor | None = None)
     ``feats``: ``(N, T, F)``; ``lengths``: relative lengths ``(N,)`` (default all 1).
     """
     n, t = feats.shape[:2]
-    lengths = _check_lengths(lengths, n, feats.device)
+    lengths = check_lengths(lengths, n, feats.device)
     valid = torch.round(lengths * t).clamp(min=1)  # SpeechBrain would divide by 0 here
     mask = (torch.arange(t, device=feats.device)[None, :] < valid[:, None]).to(feats.dtype)
     mean = (feats * mask[:, :, None]).sum(dim=1, keepdim=True) / valid[:, None, None]
@@ -297,10 +297,10 @@ class SpeechBrainFbank(nn.Module):
     * ``InputNormalization(norm_type="sentence", std_norm=False)``: :func:`sentence_mean_norm`.
     * No deltas, no context window (recipe: ``deltas=False``, ``context=False``).
 
-    Not verified against a SpeechBrain install (none can run here): bit-exactness of the float32
-    filter matrix and STFT versus their versions (expected to agree to ~1e-5), and whether a
-    given SpeechBrain release changed a default since the source that was read (e.g. v1.x
-    ``STFT`` still defaults to ``pad_mode="constant"`` and a Hamming window). The embedding
+    Not verified: no SpeechBrain install can run here, so outputs were never compared with
+    SpeechBrain's numerically (the filter matrix repeats their float32 torch arithmetic step by
+    step; the STFT uses ``return_complex=True`` where they square the real/imag pairs), nor
+    whether a release newer than the source read changed one of these defaults. The embedding
     normaliser ``mean_var_norm_emb`` of the hyperparameters is *not* applied, matching
     ``EncoderClassifier.encode_batch(normalize=False)``, its default.
 

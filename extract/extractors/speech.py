@@ -1,0 +1,301 @@
+"""``hf_speech``: wav2vec 2.0 / HuBERT / WavLM hidden states at 50 rows/s (transformers).
+
+Weights: a folder written by ``save_pretrained`` (``config.json``, ``model.safetensors`` or
+``pytorch_model.bin``, usually ``preprocessor_config.json``), or a hub id already in the local
+Hugging Face cache. ``*ForCTC`` checkpoints load too (the head is dropped).
+
+Options (defaults in :attr:`HfSpeechExtractor.OPTIONS`):
+
+* ``layer``: ``last`` = ``last_hidden_state`` (for the "stable layer norm" large models this
+  includes the encoder's final LayerNorm); an integer ``k`` = ``hidden_states[k]`` as
+  transformers 5 returns it (``0``: the input of the first transformer layer, ``k``: the output
+  of layer ``k``; negative counts from the end); ``mean`` = the mean of all ``L + 1``
+  ``hidden_states``. With an integer layer the encoder is cut after layer ``max(k, 1)``.
+* ``normalize``: ``null`` follows ``do_normalize`` in ``preprocessor_config.json`` (without that
+  file: true for a ``feat_extract_norm: layer`` front end, as fairseq trained them); true makes
+  each waveform zero-mean unit-variance, ``(x - mean) / sqrt(var + 1e-7)``, over the whole
+  waveform before chunking (``Wav2Vec2FeatureExtractor``'s formula).
+* ``chunk_s`` / ``overlap_s``: audio longer than ``chunk_s`` runs in chunks of ``chunk_s``
+  seconds; consecutive chunks share ``overlap_s`` seconds and each frame is taken from the
+  chunk where it lies farther from the edge (the seam sits in the middle of each overlap), so
+  every frame keeps at least ``overlap_s / 2`` of context on both sides. Chunks start on
+  multiples of the front end's stride, so their frames fall exactly on the whole-signal grid
+  (same row count and timestamps for any chunking); only the transformer's (and a group-norm
+  front end's) view of the far context changes. ``batch_size`` chunks run per forward.
+* ``at_centers``: how ``centers`` are answered, see
+  :func:`~extract.extractors.audio_windows.rows_at_centers` (``nearest`` 20 ms frame, a pooling
+  window in seconds, or ViPER's ``segment`` between neighbouring centres). Rows take the
+  requested times.
+
+Timestamps. The convolutional front end has kernels ``k_i`` and strides ``s_i``; its stride is
+``J = prod(s_i)`` and its receptive field ``R = 1 + sum_i (k_i - 1) * prod_{j<i} s_j`` samples
+(all published models: ``J = 320``, ``R = 400``, i.e. 20 ms and 25 ms at 16 kHz). Frame ``t``
+sees samples ``[t J, t J + R)`` and is stamped at its centre, ``(t J + R / 2) / sr``
+(``0.02 t + 0.0125`` s). A waveform of ``S`` samples gives ``T`` frames with ``L_0 = S``,
+``L_i = floor((L_{i-1} - k_i) / s_i) + 1`` (0 frames when ``S < R``).
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import math
+from dataclasses import dataclass
+from itertools import pairwise
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, ClassVar
+
+import numpy as np
+
+from extract.catalog import FeatureSpec
+from extract.errors import ConfigError
+from extract.extractors.audio_windows import (
+    TorchAudioExtractor,
+    as_centers,
+    as_wave,
+    check_at_centers,
+    positive,
+    rows_at_centers,
+)
+from extract.extractors.base import EXTRACTORS, AudioRows
+
+if TYPE_CHECKING:
+    import torch
+
+log = logging.getLogger(__name__)
+
+MODEL_TYPES = ("wav2vec2", "hubert", "wavlm")
+NORM_EPS = 1e-7  # Wav2Vec2FeatureExtractor.zero_mean_unit_var_norm
+
+
+@dataclass(frozen=True)
+class FrameGeometry:
+    """Where the frames of a strided convolutional front end lie (module docstring)."""
+
+    kernels: tuple[int, ...]
+    strides: tuple[int, ...]
+    sample_rate: int = 16000
+
+    @property
+    def stride(self) -> int:
+        """``J``: samples between consecutive frames."""
+        return math.prod(self.strides)
+
+    @property
+    def receptive_field(self) -> int:
+        """``R``: samples one frame sees."""
+        jumps = np.cumprod((1, *self.strides[:-1]))
+        return 1 + int(sum((k - 1) * j for k, j in zip(self.kernels, jumps, strict=True)))
+
+    def n_frames(self, n_samples: int) -> int:
+        """Frames produced from ``n_samples`` samples."""
+        length = n_samples
+        for k, s in zip(self.kernels, self.strides, strict=True):
+            if length < k:
+                return 0
+            length = (length - k) // s + 1
+        return length
+
+    def samples_for(self, n_frames: int) -> int:
+        """The fewest samples that give ``n_frames`` frames."""
+        return (n_frames - 1) * self.stride + self.receptive_field
+
+    def times(self, n_frames: int) -> np.ndarray:
+        """Centre time (s) of each frame, ``(t J + R / 2) / sr``, float64."""
+        t = np.arange(n_frames, dtype=np.float64)
+        return (t * self.stride + self.receptive_field / 2.0) / self.sample_rate
+
+
+def plan_chunks(n_frames: int, chunk_frames: int,
+                overlap_frames: int) -> list[tuple[int, int, int]]:
+    """``(first, keep_start, keep_stop)`` per chunk of ``chunk_frames`` frames.
+
+    Chunk ``k`` computes frames ``[first, first + chunk_frames)`` and contributes frames
+    ``[keep_start, keep_stop)``; starts step by ``chunk_frames - overlap_frames`` and the last
+    chunk is moved back to end at ``n_frames``; seams sit in the middle of each overlap.
+    """
+    if n_frames <= chunk_frames:
+        return [(0, 0, n_frames)]
+    step = chunk_frames - overlap_frames
+    if step < 1:
+        raise ConfigError(f"an overlap of {overlap_frames} frames leaves no step in chunks of "
+                          f"{chunk_frames} frames")
+    firsts = [0]
+    while firsts[-1] + chunk_frames < n_frames:
+        firsts.append(firsts[-1] + step)
+    firsts[-1] = n_frames - chunk_frames
+    seams = [(b + a + chunk_frames) // 2 for a, b in pairwise(firsts)]
+    bounds = [0, *seams, n_frames]
+    return [(f, bounds[i], bounds[i + 1]) for i, f in enumerate(firsts)]
+
+
+def normalize_wave(wav: np.ndarray) -> np.ndarray:
+    """Zero mean, unit variance over the whole waveform (float32)."""
+    return ((wav - wav.mean()) / np.sqrt(wav.var() + NORM_EPS)).astype(np.float32, copy=False)
+
+
+def _parse_layer(spec: FeatureSpec, value: Any) -> str | int:
+    if value in ("last", "mean"):
+        return value
+    if isinstance(value, str) and value.lstrip("-").isdigit():
+        value = int(value)
+    if isinstance(value, int) and not isinstance(value, bool):
+        return value
+    raise ConfigError(f"feature {spec.name!r}: options.layer is {value!r}; expected last | mean "
+                      "| an integer index into hidden_states")
+
+
+@EXTRACTORS.register("hf_speech")
+class HfSpeechExtractor(TorchAudioExtractor):
+    """Hidden states of a Wav2Vec2 / HuBERT / WavLM model, one row per 20 ms frame."""
+
+    name = "hf_speech"
+    requires: ClassVar[tuple[str, ...]] = ("torch", "transformers")
+    OPTIONS: ClassVar[dict[str, Any]] = {
+        "layer": "last", "chunk_s": 20.0, "overlap_s": 1.0, "batch_size": 4, "normalize": None,
+        "at_centers": "nearest",
+    }
+
+    def __init__(self, spec: FeatureSpec, device: str = "cpu") -> None:
+        super().__init__(spec, device)
+        self.layer = _parse_layer(spec, self.option("layer"))
+        self.at_centers = check_at_centers(spec, self.option("at_centers"))
+        self.geometry: FrameGeometry | None = None
+        self.normalize = False
+        self.layer_index: int | None = None  # resolved integer layer (None: last / mean)
+
+    @classmethod
+    def check_options(cls, spec: FeatureSpec) -> None:
+        opts = {**cls.OPTIONS, **spec.options}
+        _parse_layer(spec, opts["layer"])
+        check_at_centers(spec, opts["at_centers"])
+        chunk = positive(spec, "options.chunk_s", opts["chunk_s"])
+        overlap = opts["overlap_s"]
+        if not (isinstance(overlap, int | float) and not isinstance(overlap, bool)
+                and 0 <= overlap < chunk):
+            raise ConfigError(f"feature {spec.name!r}: options.overlap_s is {overlap!r}; "
+                              f"expected seconds in [0, chunk_s={chunk})")
+        positive(spec, "options.batch_size", opts["batch_size"], integer=True)
+        if opts["normalize"] not in (None, True, False):
+            raise ConfigError(f"feature {spec.name!r}: options.normalize is "
+                              f"{opts['normalize']!r}; expected null | true | false")
+
+    # ------------------------------------------------------------------ loading
+    def build(self, source: Path) -> tuple[torch.nn.Module, int]:
+        import torch
+        from transformers import AutoConfig, AutoModel
+
+        if not source.is_dir() or not (source / "config.json").is_file():
+            raise ConfigError(f"feature {self.spec.name!r}: hf_speech loads a Hugging Face model "
+                              f"folder (config.json + weights); {source} is not one")
+        config = AutoConfig.from_pretrained(str(source))
+        if config.model_type not in MODEL_TYPES:
+            raise ConfigError(f"{source}: model_type {config.model_type!r} is not one of "
+                              f"{', '.join(MODEL_TYPES)}")
+        if getattr(config, "add_adapter", False):
+            raise ConfigError(f"{source}: models with add_adapter=true change the frame rate; "
+                              "not supported")
+        self.geometry = FrameGeometry(tuple(config.conv_kernel), tuple(config.conv_stride),
+                                      self.spec.sample_rate)
+        self._check_geometry(source)
+        self.normalize = self._normalize_flag(source, config)
+        model = AutoModel.from_pretrained(str(source), dtype=torch.float32)
+        self.layer_index = self._resolve_layer(source, config.num_hidden_layers)
+        if self.layer_index is not None and self.layer_index < config.num_hidden_layers:
+            keep = max(self.layer_index, 1)
+            model.encoder.layers = model.encoder.layers[:keep]
+            log.debug("%s: encoder cut to %d layers for layer %d", self.spec.name, keep,
+                      self.layer_index)
+        return model, int(config.hidden_size)
+
+    def _check_geometry(self, source: Path) -> None:
+        geo = self.geometry
+        hop, win = geo.stride / geo.sample_rate, geo.receptive_field / geo.sample_rate
+        declared = {"input.hop": (self.spec.input.get("hop"), hop),
+                    "input.window": (self.spec.input.get("window"), win)}
+        if self.spec.rate != "frames":
+            declared["rate"] = (self.spec.rate, 1.0 / hop)
+        for key, (want, got) in declared.items():
+            if want is not None and abs(float(want) - got) > 1e-6 * max(1.0, got):
+                raise ConfigError(f"checkpoint {source} gives {key.split('.')[-1]} {got:g} but "
+                                  f"features.yaml declares {key} {want} for {self.spec.name!r}")
+
+    def _normalize_flag(self, source: Path, config: Any) -> bool:
+        if self.option("normalize") is not None:
+            return bool(self.option("normalize"))
+        pre = source / "preprocessor_config.json"
+        if not pre.is_file():
+            flag = getattr(config, "feat_extract_norm", "group") == "layer"
+            log.warning("%s: %s has no preprocessor_config.json; normalize=%s (from "
+                        "feat_extract_norm); set options.normalize to choose", self.spec.name,
+                        source, flag)
+            return flag
+        cfg = json.loads(pre.read_text())
+        rate = cfg.get("sampling_rate", self.spec.sample_rate)
+        if int(rate) != self.spec.sample_rate:
+            raise ConfigError(f"{pre}: sampling_rate {rate} but features.yaml declares "
+                              f"input.sample_rate {self.spec.sample_rate} for {self.spec.name!r}")
+        return bool(cfg.get("do_normalize", True))
+
+    def _resolve_layer(self, source: Path, n_layers: int) -> int | None:
+        if not isinstance(self.layer, int):
+            return None
+        if not -(n_layers + 1) <= self.layer <= n_layers:
+            raise ConfigError(f"feature {self.spec.name!r}: options.layer {self.layer} is out of "
+                              f"range for {source} ({n_layers} layers: use -{n_layers + 1}.."
+                              f"{n_layers}, last or mean)")
+        return self.layer % (n_layers + 1)
+
+    # ------------------------------------------------------------------ compute
+    def extract(self, wav: np.ndarray, centers: np.ndarray | None = None) -> AudioRows:
+        """(S,) float32 16 kHz waveform → (T, D) hidden states at 20 ms (or rows at centres)."""
+        wav = as_wave(wav, self.spec.name)
+        centers = as_centers(centers, self.spec.name)
+        if self.model is None:
+            self.load()
+        n_frames = self.geometry.n_frames(len(wav))
+        values = self.frames(wav, n_frames)
+        times = self.geometry.times(n_frames)
+        if centers is None:
+            return AudioRows({"": values}, times)
+        duration = len(wav) / self.spec.sample_rate
+        return rows_at_centers(values, times, centers, duration, self.at_centers)
+
+    def frames(self, wav: np.ndarray, n_frames: int) -> np.ndarray:
+        """All ``n_frames`` rows of ``wav``, computed in overlapping chunks when it is long."""
+        out = np.zeros((n_frames, self.spec.dim), dtype=np.float32)
+        if n_frames == 0:
+            return out
+        x = normalize_wave(wav) if self.normalize else wav
+        geo = self.geometry
+        chunk_frames = geo.n_frames(int(round(float(self.option("chunk_s")) * geo.sample_rate)))
+        if chunk_frames < 1:
+            raise ConfigError(f"feature {self.spec.name!r}: options.chunk_s "
+                              f"{self.option('chunk_s')} is shorter than one frame")
+        if n_frames <= chunk_frames:
+            return self.forward(x[None])[0]
+        overlap = int(round(float(self.option("overlap_s")) * geo.sample_rate / geo.stride))
+        plan = plan_chunks(n_frames, chunk_frames, overlap)
+        width, batch = geo.samples_for(chunk_frames), int(self.option("batch_size"))
+        for i in range(0, len(plan), batch):
+            part = plan[i:i + batch]
+            xs = np.stack([x[f * geo.stride:f * geo.stride + width] for f, _, _ in part])
+            hidden = self.forward(xs)
+            for (first, start, stop), h in zip(part, hidden, strict=True):
+                out[start:stop] = h[start - first:stop - first]
+        return out
+
+    def forward(self, batch: np.ndarray) -> np.ndarray:
+        """``(B, S)`` (normalised) float32 waveforms → ``(B, T, D)`` rows of the chosen layer."""
+        import torch
+
+        x = torch.from_numpy(np.ascontiguousarray(batch)).to(self.device)
+        with self.autocast():
+            out = self.model(x, output_hidden_states=self.layer != "last")
+            if self.layer == "last":
+                hidden = out.last_hidden_state.float()
+            elif self.layer == "mean":
+                hidden = sum(h.float() for h in out.hidden_states) / len(out.hidden_states)
+            else:
+                hidden = out.hidden_states[self.layer_index].float()
+        return hidden.cpu().numpy()

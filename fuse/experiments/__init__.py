@@ -1,0 +1,1 @@
+"""Experiments at scale: job pools (local or Ray), ablation grids, cross-validation, ensembles."""
