@@ -38,3 +38,15 @@ class NoVideoStreamError(MediaError):
 
 class UnavailableError(ExtractError):
     """A component's dependency or weights are not present on this machine."""
+
+
+class ImportFormatError(ExtractError, ValueError):
+    """A file to import (or export) does not have the expected layout; names the file and row."""
+
+
+class ClaimError(ExtractError):
+    """A video claim cannot be taken, renewed or released as asked."""
+
+
+class ClaimLostError(ClaimError):
+    """This worker's claim expired or was taken over by another worker."""

@@ -10,6 +10,7 @@ Layout (the contract both stages share)::
         _time/<video key>           (T,) float64 row timestamps in seconds
         _mask/<video key>           (T,) bool validity (False: no face, no audio, decode gap)
       _runs/<run id>/               run records (resolved config, failures.jsonl, summary.json)
+      _claims/                      claim files of concurrent writers (extract.claims)
 
 A video is done when its data array carries ``complete: true``; anything else is redone.
 ``fuse`` reads the store only through :class:`FeatureStore`.
@@ -190,6 +191,16 @@ class FeatureStore:
                  "provenance": dict(provenance or {})}
         group.attrs.update(attrs)
         return self.feature_info(name)
+
+    def append_provenance(self, name: str, key: str, entry: Mapping[str, Any]) -> None:
+        """Append ``entry`` to the list ``provenance[key]`` of feature ``name`` (a later import).
+
+        Not atomic: two processes appending at once may lose one entry.
+        """
+        group = self._feature_group(name)
+        prov = dict(group.attrs.get("provenance", {}))
+        prov[key] = [*prov.get(key, []), json.loads(json.dumps(dict(entry), default=str))]
+        group.attrs.update({"provenance": prov})
 
     def _feature_group(self, name: str):
         if not self.has_feature(name):
