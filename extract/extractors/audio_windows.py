@@ -17,6 +17,7 @@ Frame-rate features (``hf_speech``) answer ``centers`` with :func:`rows_at_cente
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import math
 from collections.abc import Iterator
@@ -65,6 +66,15 @@ def as_centers(centers: np.ndarray | None, feature: str) -> np.ndarray | None:
 def centers_mask(centers: np.ndarray, duration: float) -> np.ndarray:
     """True where a centre lies inside the signal ``[0, duration]`` seconds."""
     return (centers >= 0.0) & (centers <= duration)
+
+
+@contextlib.contextmanager
+def full_precision(device: str) -> Iterator[None]:
+    """inference_mode with autocast off: front ends stay float32 inside the runner's autocast."""
+    import torch
+
+    with torch.inference_mode(), torch.autocast(torch.device(device).type, enabled=False):
+        yield
 
 
 def dim_error(spec: FeatureSpec, source: object, got: int, what: str = "rows") -> ConfigError:

@@ -21,7 +21,11 @@ from typing import TYPE_CHECKING, Any, ClassVar
 
 from extract.catalog import FeatureSpec
 from extract.errors import ConfigError
-from extract.extractors.audio_windows import WindowedAudioExtractor, positive
+from extract.extractors.audio_windows import (
+    WindowedAudioExtractor,
+    full_precision,
+    positive,
+)
 from extract.extractors.base import EXTRACTORS
 
 if TYPE_CHECKING:
@@ -87,7 +91,7 @@ class DeepSpectrumExtractor(WindowedAudioExtractor):
         from extract.models.spectrogram_image import spectrogram_images
 
         limits = self.option("db_limits")
-        with torch.inference_mode():
+        with full_precision(self.device):
             rgb = spectrogram_images(
                 windows, self.spec.sample_rate, n_fft=self.option("n_fft"),
                 n_mels=int(self.option("n_mels")), size=int(self.option("image_size")),

@@ -23,7 +23,7 @@ from typing import TYPE_CHECKING, Any, ClassVar
 
 from extract.catalog import FeatureSpec
 from extract.errors import ConfigError
-from extract.extractors.audio_windows import WindowedAudioExtractor
+from extract.extractors.audio_windows import WindowedAudioExtractor, full_precision
 from extract.extractors.base import EXTRACTORS
 
 if TYPE_CHECKING:
@@ -76,9 +76,7 @@ class EcapaExtractor(WindowedAudioExtractor):
 
     def embed(self, windows: torch.Tensor) -> torch.Tensor:
         """``(n, W)`` windows → ``(n, D)``: fbank in float32, the network under autocast."""
-        import torch
-
-        with torch.inference_mode():
+        with full_precision(self.device):
             feats = self.model.fbank(windows)
         with self.autocast():
             return self.model.model(feats)

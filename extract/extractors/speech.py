@@ -20,8 +20,11 @@ Options (defaults in :attr:`HfSpeechExtractor.OPTIONS`):
   chunk where it lies farther from the edge (the seam sits in the middle of each overlap), so
   every frame keeps at least ``overlap_s / 2`` of context on both sides. Chunks start on
   multiples of the front end's stride, so their frames fall exactly on the whole-signal grid
-  (same row count and timestamps for any chunking); only the transformer's (and a group-norm
-  front end's) view of the far context changes. ``batch_size`` chunks run per forward.
+  (same row count and timestamps for any chunking). The base models' front end normalises its
+  first convolution with GroupNorm over time; for chunked audio its statistics are taken over
+  the whole waveform (from the moments of the samples, see ``utterance_stats``), so the features
+  are exactly those of the unchunked signal and only the transformer's view of context beyond
+  the overlap differs. ``batch_size`` chunks run per forward.
 * ``at_centers``: how ``centers`` are answered, see
   :func:`~extract.extractors.audio_windows.rows_at_centers` (``nearest`` 20 ms frame, a pooling
   window in seconds, or ViPER's ``segment`` between neighbouring centres). Rows take the
@@ -40,6 +43,7 @@ from __future__ import annotations
 import json
 import logging
 import math
+from collections.abc import Iterator
 from dataclasses import dataclass
 from itertools import pairwise
 from pathlib import Path
@@ -65,6 +69,7 @@ if TYPE_CHECKING:
 log = logging.getLogger(__name__)
 
 MODEL_TYPES = ("wav2vec2", "hubert", "wavlm")
+OPTIONAL_KEYS = ("masked_spec_embed",)  # only used for training-time masking
 NORM_EPS = 1e-7  # Wav2Vec2FeatureExtractor.zero_mean_unit_var_norm
 
 
@@ -108,11 +113,11 @@ class FrameGeometry:
 
 def plan_chunks(n_frames: int, chunk_frames: int,
                 overlap_frames: int) -> list[tuple[int, int, int]]:
-    """``(first, keep_start, keep_stop)`` per chunk of ``chunk_frames`` frames.
+    """``(first, keep_start, keep_stop)`` per chunk of at most ``chunk_frames`` frames.
 
-    Chunk ``k`` computes frames ``[first, first + chunk_frames)`` and contributes frames
-    ``[keep_start, keep_stop)``; starts step by ``chunk_frames - overlap_frames`` and the last
-    chunk is moved back to end at ``n_frames``; seams sit in the middle of each overlap.
+    Chunk ``k`` computes frames ``[first, min(first + chunk_frames, n_frames))`` and contributes
+    frames ``[keep_start, keep_stop)``; starts step by ``chunk_frames - overlap_frames`` (the
+    last chunk is shorter) and seams sit in the middle of each overlap.
     """
     if n_frames <= chunk_frames:
         return [(0, 0, n_frames)]
@@ -123,7 +128,6 @@ def plan_chunks(n_frames: int, chunk_frames: int,
     firsts = [0]
     while firsts[-1] + chunk_frames < n_frames:
         firsts.append(firsts[-1] + step)
-    firsts[-1] = n_frames - chunk_frames
     seams = [(b + a + chunk_frames) // 2 for a, b in pairwise(firsts)]
     bounds = [0, *seams, n_frames]
     return [(f, bounds[i], bounds[i + 1]) for i, f in enumerate(firsts)]
@@ -163,6 +167,8 @@ class HfSpeechExtractor(TorchAudioExtractor):
         self.geometry: FrameGeometry | None = None
         self.normalize = False
         self.layer_index: int | None = None  # resolved integer layer (None: last / mean)
+        self._group_norm: Any = None  # the front end's first GroupNorm (base models), if any
+        self._norm_affine: tuple[torch.Tensor, torch.Tensor] | None = None  # (scale, shift)
 
     @classmethod
     def check_options(cls, spec: FeatureSpec) -> None:
@@ -188,7 +194,10 @@ class HfSpeechExtractor(TorchAudioExtractor):
         if not source.is_dir() or not (source / "config.json").is_file():
             raise ConfigError(f"feature {self.spec.name!r}: hf_speech loads a Hugging Face model "
                               f"folder (config.json + weights); {source} is not one")
-        config = AutoConfig.from_pretrained(str(source))
+        try:
+            config = AutoConfig.from_pretrained(str(source), local_files_only=True)
+        except (OSError, ValueError) as exc:
+            raise ConfigError(f"cannot read the config of {source}: {exc}") from exc
         if config.model_type not in MODEL_TYPES:
             raise ConfigError(f"{source}: model_type {config.model_type!r} is not one of "
                               f"{', '.join(MODEL_TYPES)}")
@@ -199,14 +208,85 @@ class HfSpeechExtractor(TorchAudioExtractor):
                                       self.spec.sample_rate)
         self._check_geometry(source)
         self.normalize = self._normalize_flag(source, config)
-        model = AutoModel.from_pretrained(str(source), dtype=torch.float32)
+        try:
+            model, info = AutoModel.from_pretrained(str(source), local_files_only=True,
+                                                    dtype=torch.float32, output_loading_info=True)
+        except (OSError, ValueError) as exc:
+            raise ConfigError(f"cannot load {config.model_type} weights from {source}: "
+                              f"{exc}") from exc
+        missing = sorted(k for k in info.get("missing_keys", ()) if k not in OPTIONAL_KEYS)
+        if missing:
+            shown = ", ".join(missing[:8]) + (" ..." if len(missing) > 8 else "")
+            raise ConfigError(f"checkpoint {source} lacks {len(missing)} weights of "
+                              f"{type(model).__name__} ({shown}); they would be random")
         self.layer_index = self._resolve_layer(source, config.num_hidden_layers)
         if self.layer_index is not None and self.layer_index < config.num_hidden_layers:
             keep = max(self.layer_index, 1)
             model.encoder.layers = model.encoder.layers[:keep]
             log.debug("%s: encoder cut to %d layers for layer %d", self.spec.name, keep,
                       self.layer_index)
+        self._install_utterance_norm(model)
         return model, int(config.hidden_size)
+
+    def _install_utterance_norm(self, model: torch.nn.Module) -> None:
+        """Let the first conv layer's GroupNorm use whole-waveform statistics when they are set."""
+        import torch
+
+        first = model.feature_extractor.conv_layers[0]
+        norm = getattr(first, "layer_norm", None)
+        if not isinstance(norm, torch.nn.GroupNorm):
+            return
+        if norm.num_groups != norm.num_channels:
+            raise ConfigError(f"{type(model).__name__}: a GroupNorm with {norm.num_groups} groups "
+                              f"over {norm.num_channels} channels is not supported")
+
+        def hook(module: torch.nn.GroupNorm, inputs: tuple, output: torch.Tensor):
+            if self._norm_affine is None:
+                return None
+            scale, shift = self._norm_affine  # (C, 1): GroupNorm with utterance statistics
+            return torch.addcmul(shift, inputs[0], scale).to(output.dtype)
+
+        norm.register_forward_hook(hook)
+        self._group_norm = norm
+
+    def utterance_stats(self, x: np.ndarray, rows_per_pass: int = 1 << 16
+                        ) -> tuple[np.ndarray, np.ndarray]:
+        """Per-channel mean and variance of the first convolution's output over all of ``x``.
+
+        The convolution is linear, ``y_c = w_c . f + b_c`` on the frames ``f`` it sees, so its
+        first two moments follow from those of the frames (a ``k x k`` matrix, float64), without
+        running it: ``E[y_c] = w_c . mu + b_c``, ``E[y_c^2] = w_c' M w_c + 2 b_c w_c . mu + b_c^2``.
+        """
+        conv = self.model.feature_extractor.conv_layers[0].conv
+        k, s = conv.kernel_size[0], conv.stride[0]
+        frames = np.lib.stride_tricks.sliding_window_view(x, k)[::s]  # (n, k) view
+        n = len(frames)
+        first, second = np.zeros(k), np.zeros((k, k))
+        for a in range(0, n, rows_per_pass):
+            block = frames[a:a + rows_per_pass].astype(np.float64)
+            first += block.sum(axis=0)
+            second += block.T @ block
+        mu, moment = first / n, second / n
+        w = conv.weight.detach().double().cpu().numpy().reshape(conv.out_channels, k)
+        b = (conv.bias.detach().double().cpu().numpy() if conv.bias is not None
+             else np.zeros(conv.out_channels))
+        mean = w @ mu + b
+        square = np.einsum("ck,kl,cl->c", w, moment, w) + 2 * b * (w @ mu) + b * b
+        return mean, np.maximum(square - mean * mean, 0.0)
+
+    def norm_affine(self, x: np.ndarray) -> tuple[torch.Tensor, torch.Tensor]:
+        """The first GroupNorm with utterance statistics as ``y * scale + shift``, ``(C, 1)``."""
+        import torch
+
+        norm = self._group_norm
+        mean, var = self.utterance_stats(x)
+        scale = 1.0 / np.sqrt(var + norm.eps)
+        shift = -mean * scale
+        if norm.affine:
+            weight, bias = (p.detach().double().cpu().numpy() for p in (norm.weight, norm.bias))
+            scale, shift = scale * weight, shift * weight + bias
+        return tuple(torch.tensor(v[:, None], dtype=torch.float32, device=self.device)
+                     for v in (scale, shift))
 
     def _check_geometry(self, source: Path) -> None:
         geo = self.geometry
@@ -266,24 +346,57 @@ class HfSpeechExtractor(TorchAudioExtractor):
         out = np.zeros((n_frames, self.spec.dim), dtype=np.float32)
         if n_frames == 0:
             return out
-        x = normalize_wave(wav) if self.normalize else wav
+        x = self.prepare(wav)
+        plan = self.plan(n_frames)
+        if len(plan) > 1 and self._group_norm is not None:
+            self._norm_affine = self.norm_affine(x)
+        try:
+            for xs, part in self.batches(x, plan):
+                hidden = self.forward(xs)
+                for (first, start, stop), h in zip(part, hidden, strict=True):
+                    out[start:stop] = h[start - first:stop - first]
+        finally:
+            self._norm_affine = None
+        return out
+
+    def prepare(self, wav: np.ndarray) -> np.ndarray:
+        """The model's input waveform: normalised when the checkpoint wants it."""
+        return normalize_wave(wav) if self.normalize else wav
+
+    def chunk_frames(self) -> int:
+        """Frames per chunk: those of ``options.chunk_s`` seconds."""
         geo = self.geometry
-        chunk_frames = geo.n_frames(int(round(float(self.option("chunk_s")) * geo.sample_rate)))
-        if chunk_frames < 1:
+        n = geo.n_frames(int(round(float(self.option("chunk_s")) * geo.sample_rate)))
+        if n < 1:
             raise ConfigError(f"feature {self.spec.name!r}: options.chunk_s "
                               f"{self.option('chunk_s')} is shorter than one frame")
-        if n_frames <= chunk_frames:
-            return self.forward(x[None])[0]
+        return n
+
+    def plan(self, n_frames: int) -> list[tuple[int, int, int]]:
+        """The chunks of a waveform of ``n_frames`` frames (one chunk when it is short enough)."""
+        geo = self.geometry
         overlap = int(round(float(self.option("overlap_s")) * geo.sample_rate / geo.stride))
-        plan = plan_chunks(n_frames, chunk_frames, overlap)
-        width, batch = geo.samples_for(chunk_frames), int(self.option("batch_size"))
-        for i in range(0, len(plan), batch):
-            part = plan[i:i + batch]
-            xs = np.stack([x[f * geo.stride:f * geo.stride + width] for f, _, _ in part])
-            hidden = self.forward(xs)
-            for (first, start, stop), h in zip(part, hidden, strict=True):
-                out[start:stop] = h[start - first:stop - first]
-        return out
+        return plan_chunks(n_frames, self.chunk_frames(), overlap)
+
+    def batches(self, x: np.ndarray, plan: list[tuple[int, int, int]]
+                ) -> Iterator[tuple[np.ndarray, list[tuple[int, int, int]]]]:
+        """``(inputs (B, S), chunks)`` per forward: the whole signal, or up to ``batch_size``
+        chunks of equal length, chunk ``(first, ...)`` starting at sample ``first * stride``."""
+        if len(plan) == 1:
+            yield x[None], plan
+            return
+        geo, n_frames = self.geometry, plan[-1][2]
+        chunk, batch = self.chunk_frames(), int(self.option("batch_size"))
+        lengths = [min(first + chunk, n_frames) - first for first, _, _ in plan]
+        i = 0
+        while i < len(plan):
+            j = i + 1
+            while j < len(plan) and j - i < batch and lengths[j] == lengths[i]:
+                j += 1
+            width = geo.samples_for(lengths[i])
+            part = plan[i:j]
+            yield np.stack([x[f * geo.stride:f * geo.stride + width] for f, _, _ in part]), part
+            i = j
 
     def forward(self, batch: np.ndarray) -> np.ndarray:
         """``(B, S)`` (normalised) float32 waveforms → ``(B, T, D)`` rows of the chosen layer."""
