@@ -113,12 +113,16 @@ def _kind_of(path: Path) -> str | None:
 
 
 def _items_for_files(root: Path, files: list[Path], kinds: tuple[str, ...]) -> list[MediaItem]:
-    media = [(p, k) for p in files if (k := _kind_of(p)) in kinds]
+    # Stem clashes are counted over every media file, whatever ``kinds`` asks for, so an id
+    # does not change with the kinds a run looks for (``a.mp4`` + ``a.wav`` stay ``a.wav``).
+    media = [(p, k) for p in files if (k := _kind_of(p)) is not None]
     stems: dict[str, list[Path]] = defaultdict(list)
     for path, _ in media:
         stems[path.relative_to(root).with_suffix("").as_posix()].append(path)
     items = []
     for path, kind in media:
+        if kind not in kinds:
+            continue
         stem = path.relative_to(root).with_suffix("").as_posix()
         vid = stem if len(stems[stem]) == 1 else path.relative_to(root).as_posix()
         items.append(MediaItem(vid, path, kind, path.stat().st_size))

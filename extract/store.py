@@ -18,6 +18,7 @@ A video is done when its data array carries ``complete: true``; anything else is
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import json
 import logging
@@ -30,6 +31,7 @@ from typing import Any
 
 import numpy as np
 
+from extract import chunkio
 from extract.errors import ConfigMismatchError, StoreError
 from extract.ids import video_id_from_key, video_key
 
@@ -51,7 +53,12 @@ def fingerprint(obj: Mapping[str, Any]) -> str:
 
 
 def package_versions() -> dict[str, str]:
-    """Versions of the packages that shape a feature's numbers."""
+    """Versions of the packages that shape a feature's numbers (looked up once per process)."""
+    return dict(_package_versions())
+
+
+@functools.lru_cache(maxsize=1)
+def _package_versions() -> dict[str, str]:
     out = {}
     for name in _VERSION_PACKAGES:
         try:
@@ -130,6 +137,7 @@ class FeatureStore:
 
         self.path = str(path)
         self.mode = mode
+        self._write_infos: dict[str, FeatureInfo] = {}
         if mode == "r" and not self._exists():
             raise StoreError(f"no feature store at {self.path}")
         try:
@@ -220,10 +228,71 @@ class FeatureStore:
     def is_complete(self, feature: str, video: str) -> bool:
         """True when the video's array exists and carries the completion marker."""
         try:
-            arr = self._open_array(f"{feature}/{video_key(video)}")
+            attrs = self._array_attrs(f"{feature}/{video_key(video)}")
         except Exception:  # missing or unreadable metadata both mean "not complete"
             return False
-        return bool(arr.attrs.get("complete", False))
+        return bool(attrs.get("complete", False))
+
+    def _array_attrs(self, path: str) -> dict[str, Any]:
+        """An array's attributes (straight from its ``zarr.json`` on a local store)."""
+        if self.is_local:
+            meta = chunkio.read_meta(Path(self.path) / path)
+            if meta is None:
+                raise StoreError(f"no array {path} in {self.path}")
+            return dict(meta.get("attributes", {}))
+        return dict(self._open_array(path).attrs)
+
+    def _read_array(self, path: str) -> tuple[np.ndarray, dict[str, Any]]:
+        """A whole array and its attributes; raises StoreError when it is missing."""
+        if self.is_local:
+            meta = chunkio.read_meta(Path(self.path) / path)
+            if meta is None:
+                raise StoreError(f"no array {path} in {self.path}")
+            data = chunkio.read_array(Path(self.path) / path, meta)
+            if data is not None:
+                return data, dict(meta.get("attributes", {}))
+        try:
+            arr = self._open_array(path)
+        except Exception as exc:  # zarr raises several types for a missing node
+            raise StoreError(f"no array {path} in {self.path}") from exc
+        return arr[...], dict(arr.attrs)
+
+    def _write_array(self, path: str, data: np.ndarray, chunks: tuple[int, ...],
+                     attributes: Mapping[str, Any] | None = None,
+                     dimension_names: tuple[str, ...] | None = None) -> None:
+        """Create and fill an uncompressed array: chunk files on a local store, else zarr."""
+        attributes = dict(attributes or {})
+        if self.is_local:
+            folder = Path(self.path) / path
+            meta = chunkio.array_meta(data.shape, data.dtype, chunks, attributes,
+                                      dimension_names)
+            chunkio.write_meta(folder, meta, atomic=False)  # a new array: nobody reads it yet
+            if not data.size or chunkio.write_array(folder, data, meta):
+                return
+        import zarr
+
+        arr = zarr.create_array(self.root.store, name=path, shape=data.shape, dtype=data.dtype,
+                                chunks=chunks, compressors=None, overwrite=True,
+                                dimension_names=dimension_names, attributes=attributes)
+        if data.size:
+            arr[...] = data
+
+    def _mark_complete(self, path: str) -> None:
+        """Set the completion marker (the last write of a video)."""
+        if self.is_local:
+            folder = Path(self.path) / path
+            meta = chunkio.read_meta(folder)
+            if meta is None:
+                raise StoreError(f"array {path} vanished from {self.path} before completion")
+            meta["attributes"] = {**meta.get("attributes", {}), "complete": True}
+            chunkio.write_meta(folder, meta)
+            return
+        self._open_array_rw(path).update_attributes({"complete": True})
+
+    def _open_array_rw(self, path: str):
+        import zarr
+
+        return zarr.open_array(self.root.store, path=path, mode="r+")
 
     def complete_set(self, feature: str) -> set[str]:
         """Ids of the complete videos of ``feature`` (empty when the feature is absent)."""
@@ -244,36 +313,44 @@ class FeatureStore:
         An incomplete earlier attempt is replaced. Rows of ``data`` where ``mask`` is False
         are kept as given (zeros by convention) and never filled here.
         """
-        info = self.feature_info(feature)
+        info = self._info_for_write(feature)
         data = np.asarray(data)
         timestamps = np.asarray(timestamps, dtype=np.float64)
         mask = np.ones(len(data), bool) if mask is None else np.asarray(mask, dtype=bool)
         _check_rows(feature, video, data, timestamps, mask, info.dim)
         key = video_key(video)
-        group = self.root[feature]
         self.remove_video(feature, video)
-        group[TIME_GROUP].create_array(key, data=timestamps, chunks=(max(1, len(timestamps)),),
-                                       compressors=None, overwrite=True)
-        group[MASK_GROUP].create_array(key, data=mask, chunks=(max(1, len(mask)),),
-                                       compressors=None, overwrite=True)
-        rows = max(1, min(len(data), TARGET_CHUNK_BYTES // max(1, info.dim * 2)))
-        arr = group.create_array(key, shape=data.shape, dtype=info.dtype,
-                                 chunks=(rows, info.dim), compressors=None,
-                                 dimension_names=("frame", "dim"), overwrite=True)
-        if len(data):
-            arr[:] = data.astype(info.dtype, copy=False)
-        arr.attrs.update({
+        n = max(1, len(data))
+        self._write_array(f"{feature}/{TIME_GROUP}/{key}", timestamps, (n,))
+        self._write_array(f"{feature}/{MASK_GROUP}/{key}", mask, (n,))
+        data = data.astype(info.dtype, copy=False)
+        rows = chunkio.chunk_rows(len(data), info.dim * data.dtype.itemsize, TARGET_CHUNK_BYTES)
+        attrs = {
             "video": video, "num_frames": int(len(data)), "dim": info.dim,
             "time": regular_time(timestamps), "valid_frames": int(mask.sum()),
             "fingerprint": info.fingerprint, "versions": package_versions(),
             "source": dict(source or {}), "written": _now(), **dict(extra_attrs or {}),
-        })
-        arr.attrs.update({"complete": True})
+        }
+        attrs = json.loads(json.dumps(attrs, default=str))
+        self._write_array(f"{feature}/{key}", data, (rows, info.dim), attrs, ("frame", "dim"))
+        self._mark_complete(f"{feature}/{key}")  # last: the array is done
+
+    def _info_for_write(self, feature: str) -> FeatureInfo:
+        """The feature's info, read once per store object (dim, dtype and fingerprint of a
+        feature never change: ensure_feature refuses another config under its name)."""
+        if feature not in self._write_infos:
+            self._write_infos[feature] = self.feature_info(feature)
+        return self._write_infos[feature]
 
     def remove_video(self, feature: str, video: str) -> None:
-        """Delete a video's arrays (no error when absent)."""
-        group = self.root[feature]
+        """Delete a video's arrays (no error when absent); the data array (and so its
+        completion marker) goes first."""
         key = video_key(video)
+        if self.is_local:
+            for sub in ("", TIME_GROUP, MASK_GROUP):
+                chunkio.remove_tree(Path(self.path) / feature / sub / key)
+            return
+        group = self.root[feature]
         for g in (group, group[TIME_GROUP], group[MASK_GROUP]):
             if key in g:
                 del g[key]
@@ -282,19 +359,18 @@ class FeatureStore:
         """One complete video's rows, timestamps and mask (raises on an incomplete array)."""
         key = video_key(video)
         try:
-            arr = self._open_array(f"{feature}/{key}")
+            attrs = self._array_attrs(f"{feature}/{key}")
         except Exception as exc:
             raise StoreError(f"no array for video {video!r} in feature {feature!r} "
                              f"of {self.path}") from exc
-        attrs = dict(arr.attrs)
         if not attrs.get("complete"):
             raise StoreError(f"video {video!r} of feature {feature!r} is not complete "
                              "(an interrupted write); re-run the extraction")
-        data = arr[...]
+        data, _ = self._read_array(f"{feature}/{key}")
         if dtype is not None:
             data = data.astype(dtype, copy=False)
-        t = self._open_array(f"{feature}/{TIME_GROUP}/{key}")[...]
-        m = self._open_array(f"{feature}/{MASK_GROUP}/{key}")[...]
+        t, _ = self._read_array(f"{feature}/{TIME_GROUP}/{key}")
+        m, _ = self._read_array(f"{feature}/{MASK_GROUP}/{key}")
         return FeatureArray(feature, video, data, t, m, attrs)
 
     def iter_videos(self, feature: str) -> Iterator[FeatureArray]:
@@ -310,8 +386,8 @@ class FeatureStore:
             weights = info.config.get("weights")
             for vid in self.videos(feat, complete_only=False):
                 try:
-                    a = dict(self._open_array(f"{feat}/{video_key(vid)}").attrs)
-                except Exception:
+                    a = self._array_attrs(f"{feat}/{video_key(vid)}")
+                except Exception:  # unreadable metadata: listed as incomplete
                     a = {}
                 tinfo = a.get("time") or {}
                 shift = tinfo.get("frame_shift")

@@ -44,6 +44,8 @@ class OpenSmileLLD(AudioExtractor):
     name = "opensmile"
     requires = ("opensmile",)
     needs_weights = False
+    #: Stored as float32: some LLDs exceed float16's range (ComParE's spectral variance ~1e7).
+    store_dtype = "float32"
 
     def __init__(self, spec: FeatureSpec, device: str = "cpu") -> None:
         super().__init__(spec, device)

@@ -2,7 +2,8 @@
 
 The recipe is :func:`extract.models.fbank.log_mel_fbank` (see its docstring); ``input.window``
 and ``input.hop`` (seconds) set the window and hop, ``dim`` the number of mel bands, and
-``options`` may set ``n_fft``, ``f_min`` and ``f_max``.
+``options`` may set ``n_fft`` (default: 512, or the next power of two above a longer window),
+``f_min`` and ``f_max``.
 """
 
 from __future__ import annotations
@@ -45,10 +46,12 @@ class LogMelFbank(AudioExtractor):
         if centers is not None:
             raise ConfigError(f"feature {self.spec.name!r}: fbank is computed at its native "
                               "rate; centred windows are not supported")
+        opts = dict(self.spec.options)
+        win = int(round(self.window * self.spec.sample_rate))
+        opts.setdefault("n_fft", max(512, 1 << max(0, win - 1).bit_length()))
         x = torch.from_numpy(np.ascontiguousarray(wav, dtype=np.float32)).to(self.device)
         with torch.inference_mode():
             out = log_mel_fbank(x, sample_rate=self.spec.sample_rate, n_mels=self.spec.dim,
-                                win_ms=self.window * 1000.0, hop_ms=self.hop * 1000.0,
-                                **self.spec.options)
+                                win_ms=self.window * 1000.0, hop_ms=self.hop * 1000.0, **opts)
         values = out.cpu().numpy().astype(np.float32, copy=False)
         return AudioRows({"": values}, frame_times(len(values), self.hop, self.window))

@@ -1,0 +1,352 @@
+"""The ``extract`` command: each subcommand makes one library call and prints the result.
+
+Heavy modules (numpy, zarr, torch, PyAV) are imported inside the commands, so ``extract --help``
+answers at once.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import logging
+import sys
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Annotated, Any
+
+import typer
+
+app = typer.Typer(
+    name="extract",
+    help="Stage 1 of the affect feature store: decode videos, frame folders and audio files, "
+         "find faces, run feature extractors, and write per-video (T, D) arrays into a Zarr "
+         "feature store.\n\nExample: extract run --feature egemaps,fbank --input videos/ "
+         "--store features.zarr",
+    no_args_is_help=True,
+    add_completion=False,
+    pretty_exceptions_enable=False,
+    rich_markup_mode="markdown",
+)
+
+StoreOpt = Annotated[Path, typer.Option("--store", "-s", help="Feature store path (a .zarr "
+                                        "folder).")]
+CatalogOpt = Annotated[Path | None, typer.Option("--catalog", help="Feature catalog "
+                                                 "(default: $EXTRACT_FEATURES, ./features.yaml, "
+                                                 "or the one beside the package).")]
+
+
+@contextlib.contextmanager
+def _errors() -> Iterator[None]:
+    """Turn the package's own errors into one red line and exit code 2."""
+    from extract.errors import ExtractError
+
+    try:
+        yield
+    except ExtractError as exc:
+        _err().print(f"[red]error:[/red] {exc}", highlight=False, soft_wrap=True)
+        raise typer.Exit(2) from None
+
+
+def _out() -> Any:
+    from rich.console import Console
+
+    # Piped output (files, CI logs) gets wide tables instead of 80 wrapped columns.
+    return Console() if sys.stdout.isatty() else Console(width=200)
+
+
+def _err() -> Any:
+    from rich.console import Console
+
+    return Console(stderr=True)
+
+
+def _table(title: str, columns: list[str]) -> Any:
+    from rich.table import Table
+
+    table = Table(title=title, title_justify="left")
+    for i, col in enumerate(columns):
+        table.add_column(col, no_wrap=i < len(columns) - 1)  # only the last column wraps
+    return table
+
+
+@app.callback()
+def _main(verbose: Annotated[int, typer.Option("--verbose", "-v", count=True,
+                                               help="More log output (-v info, -vv debug).")] = 0
+          ) -> None:
+    level = (logging.WARNING, logging.INFO, logging.DEBUG)[min(verbose, 2)]
+    logging.basicConfig(level=level, format="%(levelname)s %(name)s: %(message)s")
+
+
+# ----------------------------------------------------------------------- list
+@app.command("list")
+def list_cmd(catalog: CatalogOpt = None) -> None:
+    """List the catalog's features and whether each can run here (and why not).
+
+    Example: extract list --catalog features.yaml
+    """
+    from extract.overview import catalog_rows
+
+    with _errors():
+        rows = catalog_rows(catalog)
+    table = _table("features", ["name", "modality", "dim", "rate", "extractor", "weights",
+                                "available"])
+    for r in rows:
+        extras = "".join(f" +{k}:{d}" for k, d in r["extras"].items())
+        avail = "[green]yes[/green]" if r["available"] else f"[red]no[/red]: {r['reason']}"
+        table.add_row(r["name"], r["modality"], f"{r['dim']}{extras}", str(r["rate"]),
+                      r["extractor"], str(r["weights"]), avail)
+    _out().print(table)
+
+
+# ------------------------------------------------------------------------ run
+@app.command("run")
+def run_cmd(
+    feature: Annotated[list[str], typer.Option("--feature", "-f", help="Feature name(s) from "
+                                               "the catalog; repeat or comma-separate. All run "
+                                               "in one pass per video.")],
+    input: Annotated[Path, typer.Option("--input", "-i", help="Folder of inputs (videos, "
+                                        "frame folders, audio files) or one file.")],
+    store: StoreOpt,
+    gpus: Annotated[int, typer.Option(help="Use N GPUs: one worker process per GPU.")] = 0,
+    workers: Annotated[int, typer.Option(help="CPU worker processes (when --gpus is 0); 0 "
+                                         "runs in this process (debugging).")] = 1,
+    batch_size: Annotated[int, typer.Option("--batch-size", help="Frames per batch.")] = 32,
+    limit: Annotated[int | None, typer.Option(help="Only the K longest unfinished inputs.")
+                     ] = None,
+    sample: Annotated[str, typer.Option(help="Frame sampling: all | fps:F | count:N.")] = "all",
+    image_fps: Annotated[float, typer.Option("--image-fps", help="Frame rate of image-folder "
+                                             "inputs (time = index / fps).")] = 30.0,
+    weights: Annotated[list[str] | None, typer.Option("--weights", help="NAME=PATH: weights "
+                                                      "for a feature (repeatable).")] = None,
+    set_: Annotated[list[str] | None, typer.Option("--set", help="NAME.options.KEY=VALUE "
+                                                   "override (repeatable).")] = None,
+    catalog: CatalogOpt = None,
+    detector: Annotated[str | None, typer.Option(help="Face detector for video inputs "
+                                                 "(default: mediapipe_facemesh).")] = None,
+    plugin: Annotated[list[str] | None, typer.Option("--plugin", help="Python module to "
+                                                     "import first (registers extra "
+                                                     "extractors/detectors).")] = None,
+    run_id: Annotated[str | None, typer.Option("--run-id", help="Name of this run's record "
+                                               "folder (default: time stamp).")] = None,
+    progress: Annotated[bool, typer.Option(help="Progress bar on stderr.")] = True,
+    claims: Annotated[bool, typer.Option(help="Claim each video in the store first, so several "
+                                         "runs (machines, GPUs) can share one store.")] = True,
+) -> None:
+    """Extract features for every input not yet complete in the store; resumable.
+
+    Finished videos are skipped on a re-run; a broken input is recorded in the run's
+    failures.jsonl and the run goes on; the exit code is non-zero when anything failed.
+
+    Example: extract run --feature egemaps,fbank --input data/demo --store demo.zarr --workers 2
+    """
+    from extract.runner import RunOptions, parse_sets, parse_weights, run, split_names
+
+    with _errors():
+        options = RunOptions(
+            features=split_names(feature), input=input, store=str(store), gpus=gpus,
+            workers=workers, batch_size=batch_size, limit=limit, sample=sample,
+            image_fps=image_fps, weights=parse_weights(weights or []),
+            sets=parse_sets(set_ or []), catalog=catalog, detector=detector,
+            plugins=split_names(plugin or []), run_id=run_id, progress=progress,
+            claims=claims)
+        try:
+            summary = run(options)
+        except KeyboardInterrupt:
+            _err().print("[yellow]interrupted[/yellow]: finished videos are kept; re-run to go on")
+            raise typer.Exit(130) from None
+    print_summary(summary)
+    raise typer.Exit(summary.exit_code)
+
+
+def print_summary(summary: Any) -> None:
+    """The end-of-run table: videos, frames, time, speed, per feature, and failures."""
+    s = summary
+    table = _table(f"run {s.run_id}", ["", "done", "skipped", "failed", "rows", "seconds",
+                                       "rows/s"])
+    table.add_row("[bold]videos[/bold]", str(s.done), str(s.skipped), str(s.failed),
+                  f"{s.frames} frames", f"{s.seconds:.1f}", f"{s.frames_per_s:.1f} frames/s")
+    for name, st in s.features.items():
+        table.add_row(name, str(st.done), str(st.skipped), str(st.failed), str(st.rows),
+                      f"{st.seconds:.1f}", f"{st.rows_per_s:.0f}")
+    console = _out()
+    console.print(table)
+    if s.deferred:
+        console.print(f"{s.deferred} input(s) left for a later run (--limit)")
+    if s.busy:
+        console.print(f"{s.busy} input(s) held by another run on this store; a later run "
+                      "picks up any it leaves unfinished")
+    if s.failures:
+        console.print(f"[red]{len(s.failures)} failure(s)[/red] (details: "
+                      f"{s.run_dir}/failures.jsonl):", highlight=False)
+        for f in s.failures[:20]:
+            console.print(f"  {f.video} [{','.join(f.features)}] at {f.stage}: {f.error}: "
+                          f"{f.message}", highlight=False, markup=False)
+        if len(s.failures) > 20:
+            console.print(f"  … and {len(s.failures) - 20} more")
+
+
+# ------------------------------------------------------------------------- ls
+@app.command("ls")
+def ls_cmd(store: StoreOpt) -> None:
+    """List a store's features: complete / incomplete videos, dim, extractor, fingerprint.
+
+    Example: extract ls --store features.zarr
+    """
+    from extract.overview import store_rows
+
+    with _errors():
+        rows = store_rows(store)
+    table = _table(str(store), ["feature", "modality", "dim", "dtype", "videos", "incomplete",
+                                "extractor", "weights", "fingerprint"])
+    for r in rows:
+        table.add_row(r["feature"], r["modality"], str(r["dim"]), r["dtype"], str(r["videos"]),
+                      str(r["incomplete"]), r["extractor"], str(r["weights"] or "-"),
+                      r["fingerprint"])
+    _out().print(table)
+
+
+# -------------------------------------------------------------------- inspect
+@app.command("inspect")
+def inspect_cmd(
+    store: StoreOpt,
+    feature: Annotated[str, typer.Argument(help="Feature name (see extract ls).")],
+    video: Annotated[str | None, typer.Argument(help="Video id; omit for the feature.")] = None,
+) -> None:
+    """Show a feature's attributes, or one video's shape, timestamps, mask and attributes.
+
+    Example: extract inspect --store features.zarr egemaps clip_001
+    """
+    from extract.overview import inspect_feature, inspect_video
+
+    with _errors():
+        info = (inspect_video(store, feature, video) if video
+                else inspect_feature(store, feature))
+    _out().print_json(json.dumps(info, default=str))
+
+
+# --------------------------------------------------------------------- verify
+@app.command("verify")
+def verify_cmd(store: StoreOpt) -> None:
+    """Check every array marked complete (readable, shapes, timestamps, fingerprints).
+
+    Exit code 0 only when all complete arrays are consistent; incomplete arrays (interrupted
+    writes, redone by the next run) are listed as a warning.
+
+    Example: extract verify --store features.zarr
+    """
+    from extract.store import FeatureStore
+
+    with _errors():
+        report = FeatureStore(store).verify()
+    console = _out()
+    for feat, vid in report.incomplete:
+        console.print(f"[yellow]warning[/yellow]: {feat}/{vid} is incomplete (re-run extract)",
+                      highlight=False)
+    for feat, vid, what in report.problems:
+        console.print(f"[red]problem[/red]: {feat}/{vid}: {what}", highlight=False)
+    status = "[green]ok[/green]" if report.ok else "[red]FAILED[/red]"
+    console.print(f"{status}: {report.checked} complete array(s) checked, "
+                  f"{len(report.problems)} problem(s), {len(report.incomplete)} incomplete")
+    raise typer.Exit(0 if report.ok else 1)
+
+
+# ----------------------------------------------------- import / export / claims
+@app.command("import")
+def import_cmd(
+    format: Annotated[str, typer.Argument(help="Reader: csv, h5 or npy.")],
+    name: Annotated[str, typer.Argument(help="Feature name to import into.")],
+    source: Annotated[Path, typer.Argument(help="File or folder to import.")],
+    store: StoreOpt,
+    modality: Annotated[str | None, typer.Option(help="visual or audio (default: from the "
+                                                 "files' metadata).")] = None,
+    fps: Annotated[float | None, typer.Option(help="Rows per second when the files carry no "
+                                              "times.")] = None,
+    fps_table: Annotated[Path | None, typer.Option("--fps-table", help="CSV video,fps: a rate "
+                                                   "per video.")] = None,
+    frame_shift: Annotated[float | None, typer.Option("--frame-shift", help="Seconds between "
+                                                      "rows (instead of --fps).")] = None,
+    time_column: Annotated[str | None, typer.Option("--time-column", help="CSV column with "
+                                                    "row times.")] = None,
+    time_unit: Annotated[str, typer.Option("--time-unit", help="auto, s or ms.")] = "auto",
+    frame_origin: Annotated[int, typer.Option("--frame-origin", help="Index of a video's "
+                                              "first frame (Aff-Wild2: 1).")] = 0,
+    meta_columns: Annotated[int | None, typer.Option("--meta-columns", help="CSV: leading "
+                                                     "non-feature columns.")] = None,
+    dtype: Annotated[str | None, typer.Option(help="Stored dtype (default float16).")] = None,
+    extractor: Annotated[str | None, typer.Option(help="Extractor name to record.")] = None,
+    config: Annotated[list[str] | None, typer.Option("--config", help="KEY=VALUE recorded "
+                                                     "as the feature's config (repeatable).")
+                      ] = None,
+    allow_pickle: Annotated[bool, typer.Option("--allow-pickle", help="npy: load pickled "
+                                               "dicts (trusted files only).")] = False,
+    skip_bad: Annotated[bool, typer.Option("--skip-bad", help="Import the good videos and "
+                                           "report the rest.")] = False,
+    overwrite: Annotated[bool, typer.Option(help="Replace videos already complete.")] = False,
+) -> None:
+    """Import features computed elsewhere (MuSe CSVs, ABAW HDF5, npy) as a store feature.
+
+    Every input is checked first; with a bad one nothing is imported (unless --skip-bad).
+
+    Example: extract import csv vggface muse/vggface --fps 4 --modality visual --store features.zarr
+    """  # noqa: E501
+    from extract.io.cli_commands import import_cmd as body
+
+    with _errors():
+        code = body(format, name, str(source), str(store), modality=modality, fps=fps,
+                    fps_table=str(fps_table) if fps_table else None, frame_shift=frame_shift,
+                    time_column=time_column, time_unit=time_unit, frame_origin=frame_origin,
+                    meta_columns=meta_columns, dtype=dtype, extractor=extractor, config=config,
+                    allow_pickle=allow_pickle, skip_bad=skip_bad, overwrite=overwrite)
+    raise typer.Exit(code)
+
+
+@app.command("export")
+def export_cmd(
+    store: StoreOpt,
+    feature: Annotated[str, typer.Argument(help="Feature name (see extract ls).")],
+    out: Annotated[Path, typer.Argument(help="h5: the file to write; csv: a folder.")],
+    format: Annotated[str, typer.Option("--format", help="Writer: h5 or csv.")] = "h5",
+    video: Annotated[list[str] | None, typer.Option("--video", help="Only these video ids "
+                                                    "(repeatable).")] = None,
+    frame_origin: Annotated[int, typer.Option("--frame-origin", help="Frame number of row 0 "
+                                              "(h5 keys).")] = 0,
+) -> None:
+    """Export a feature's complete videos (times, masks and metadata included).
+
+    Example: extract export --store features.zarr egemaps egemaps.h5
+    """
+    from extract.io.cli_commands import export_cmd as body
+
+    with _errors():
+        code = body(str(store), feature, str(out), format=format, videos=video,
+                    frame_origin=frame_origin)
+    raise typer.Exit(code)
+
+
+@app.command("claims")
+def claims_cmd(
+    store: StoreOpt,
+    clear_stale: Annotated[bool, typer.Option("--clear-stale", help="Remove claims whose "
+                                              "holder died.")] = False,
+) -> None:
+    """List the claims of runs working on a store (live and stale).
+
+    Example: extract claims --store features.zarr --clear-stale
+    """
+    from extract.io.cli_commands import claims_cmd as body
+
+    with _errors():
+        code = body(str(store), clear_stale=clear_stale)
+    raise typer.Exit(code)
+
+
+def main() -> None:
+    """Console-script entry point."""
+    try:
+        app()
+    except BrokenPipeError:  # e.g. `extract ls | head`
+        sys.exit(0)
+
+
+if __name__ == "__main__":
+    main()
