@@ -131,6 +131,12 @@ def run_cmd(
     progress: Annotated[bool, typer.Option(help="Progress bar on stderr.")] = True,
     claims: Annotated[bool, typer.Option(help="Claim each video in the store first, so several "
                                          "runs (machines, GPUs) can share one store.")] = True,
+    backend: Annotated[str, typer.Option(help="local: worker processes here; ray: video "
+                                         "shards as Ray tasks (needs the 'ray' extra).")
+                       ] = "local",
+    ray_address: Annotated[str | None, typer.Option("--ray-address", help="Ray cluster "
+                                                    "address (default: $RAY_ADDRESS, else a "
+                                                    "local instance).")] = None,
 ) -> None:
     """Extract features for every input not yet complete in the store; resumable.
 
@@ -148,7 +154,7 @@ def run_cmd(
             image_fps=image_fps, weights=parse_weights(weights or []),
             sets=parse_sets(set_ or []), catalog=catalog, detector=detector,
             plugins=split_names(plugin or []), run_id=run_id, progress=progress,
-            claims=claims)
+            claims=claims, backend=backend, ray_address=ray_address)
         try:
             summary = run(options)
         except KeyboardInterrupt:

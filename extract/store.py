@@ -10,6 +10,7 @@ Layout (the contract both stages share)::
         _time/<video key>           (T,) float64 row timestamps in seconds
         _mask/<video key>           (T,) bool validity (False: no face, no audio, decode gap)
       _runs/<run id>/               run records (resolved config, failures.jsonl, summary.json)
+      _locks/store.lock             flock serialising feature creation between processes
       _claims/                      claim files of concurrent writers (extract.claims)
 
 A video is done when its data array carries ``complete: true``; anything else is redone.
@@ -18,6 +19,7 @@ A video is done when its data array carries ``complete: true``; anything else is
 
 from __future__ import annotations
 
+import contextlib
 import functools
 import hashlib
 import json
@@ -41,6 +43,7 @@ STORE_FORMAT = 1
 TIME_GROUP = "_time"
 MASK_GROUP = "_mask"
 RUNS_GROUP = "_runs"
+LOCKS_GROUP = "_locks"
 TARGET_CHUNK_BYTES = 8 << 20
 _VERSION_PACKAGES = ("affect-feature-store", "numpy", "torch", "transformers", "zarr", "av",
                      "opensmile", "opencv-python-headless")
@@ -167,6 +170,9 @@ class FeatureStore:
     def feature_info(self, name: str) -> FeatureInfo:
         group = self._feature_group(name)
         a = dict(group.attrs)
+        if "fingerprint" not in a:
+            raise StoreError(f"feature group {name!r} in {self.path} has no attributes (its "
+                             "creation was interrupted); re-run the extraction to finish it")
         return FeatureInfo(name, a["modality"], int(a["dim"]), a["extractor"], a.get("config", {}),
                            a["fingerprint"], a.get("dtype", "float16"), a.get("provenance", {}))
 
@@ -180,7 +186,15 @@ class FeatureStore:
         check_name(name)
         fp = fingerprint({"extractor": extractor, "config": dict(config), "dim": int(dim),
                           "dtype": dtype})
-        if self.has_feature(name):
+        with self._lock():
+            return self._ensure_feature(name, fp, modality=modality, dim=dim,
+                                        extractor=extractor, config=config, dtype=dtype,
+                                        provenance=provenance)
+
+    def _ensure_feature(self, name: str, fp: str, *, modality: str, dim: int, extractor: str,
+                        config: Mapping[str, Any], dtype: str,
+                        provenance: Mapping[str, Any] | None) -> FeatureInfo:
+        if self.has_feature(name) and "fingerprint" in self.root[name].attrs:
             info = self.feature_info(name)
             if info.fingerprint != fp:
                 raise ConfigMismatchError(
@@ -190,25 +204,42 @@ class FeatureStore:
                     f"{json.dumps(dict(config), sort_keys=True, default=str)}). "
                     "Write it under another feature name or into another store.")
             return info
-        group = self.root.require_group(name)
-        group.require_group(TIME_GROUP)
-        group.require_group(MASK_GROUP)
         attrs = {"modality": modality, "dim": int(dim), "extractor": extractor,
                  "config": json.loads(json.dumps(dict(config), default=str)), "fingerprint": fp,
                  "dtype": dtype, "versions": package_versions(), "created": _now(),
                  "provenance": dict(provenance or {})}
-        group.attrs.update(attrs)
+        group = self.root.require_group(name)
+        group.require_group(TIME_GROUP)
+        group.require_group(MASK_GROUP)
+        group.attrs.update(attrs)  # last: a group without attrs is not a usable feature yet
         return self.feature_info(name)
+
+    @contextlib.contextmanager
+    def _lock(self) -> Iterator[None]:
+        """Serialise feature creation between processes sharing a local store (flock)."""
+        if not self.is_local:
+            yield
+            return
+        import fcntl
+
+        self.root.require_group(LOCKS_GROUP)
+        with open(Path(self.path) / LOCKS_GROUP / "store.lock", "a") as fh:
+            fcntl.flock(fh, fcntl.LOCK_EX)
+            try:
+                yield
+            finally:
+                fcntl.flock(fh, fcntl.LOCK_UN)
 
     def append_provenance(self, name: str, key: str, entry: Mapping[str, Any]) -> None:
         """Append ``entry`` to the list ``provenance[key]`` of feature ``name`` (a later import).
 
-        Not atomic: two processes appending at once may lose one entry.
+        Serialised with the store lock on local stores.
         """
-        group = self._feature_group(name)
-        prov = dict(group.attrs.get("provenance", {}))
-        prov[key] = [*prov.get(key, []), json.loads(json.dumps(dict(entry), default=str))]
-        group.attrs.update({"provenance": prov})
+        with self._lock():
+            group = self._feature_group(name)
+            prov = dict(group.attrs.get("provenance", {}))
+            prov[key] = [*prov.get(key, []), json.loads(json.dumps(dict(entry), default=str))]
+            group.attrs.update({"provenance": prov})
 
     def _feature_group(self, name: str):
         if not self.has_feature(name):

@@ -7,7 +7,8 @@
   layout scaled into the frame.
 
 Set ``EXTRACT_TEST_HANG_DIR`` to make the first ``test_mean_color`` call of any worker write
-``<dir>/hang.pid`` (its pid) and sleep, so a test can kill the worker mid-video.
+``<dir>/hang.pid`` (its pid) and sleep, so a test can kill the worker mid-video; set
+``EXTRACT_TEST_SLOW_S`` to make every call sleep that long (runs that overlap in time).
 """
 
 from __future__ import annotations
@@ -23,6 +24,7 @@ from extract.faces.align import ARCFACE_112
 from extract.faces.detectors.base import DETECTORS, FaceDetections, FaceDetector, register_detector
 
 HANG_ENV = "EXTRACT_TEST_HANG_DIR"
+SLOW_ENV = "EXTRACT_TEST_SLOW_S"  # seconds test_mean_color sleeps per batch (overlapping runs)
 
 
 def _hang_once() -> None:
@@ -50,6 +52,7 @@ if "test_mean_color" not in EXTRACTORS:
 
         def extract(self, crops: np.ndarray) -> dict[str, np.ndarray]:
             _hang_once()
+            time.sleep(float(os.environ.get(SLOW_ENV, "0")))
             x = crops.astype(np.float32) / 255.0
             feats = np.concatenate([x.mean(axis=(1, 2)), x.std(axis=(1, 2))], axis=1)
             return {"": feats, "gray": x.mean(axis=(1, 2, 3))[:, None]}

@@ -260,7 +260,7 @@ class VideoJob:
                     if self.claim is not None:
                         self.claim.check()  # ClaimLostError: another run took it over
                     store.write_video(output, self.item.video_id, data, times, mask,
-                                      source=source)
+                                      source=source, extra_attrs={"run_id": self.ctx.run_id})
             except Exception as exc:
                 self.fail([name], "write", exc)
                 continue

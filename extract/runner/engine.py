@@ -44,6 +44,17 @@ def worker_configs(options: RunOptions, features: list[RunFeature],
             for i in range(n)]
 
 
+def make_pool(options: RunOptions, configs: list[WorkerConfig]) -> Any:
+    """The worker pool of ``options.backend``: local processes or Ray shards."""
+    if options.backend == "ray":
+        from extract.runner.ray_pool import RayPool
+
+        return RayPool(configs, options.ray_address)
+    from extract.runner.pool import Pool
+
+    return Pool(configs)
+
+
 def check_gpus(count: int) -> None:
     if count <= 0:
         return
@@ -86,12 +97,12 @@ def run(options: RunOptions) -> RunSummary:
     """
     from extract.ids import discover
     from extract.runner.faces import detector_problem
-    from extract.runner.pool import Pool
     from extract.store import FeatureStore
 
     import_plugins(options.plugins)
     features = resolve_features(options)  # validates the options too
-    check_gpus(options.gpus)
+    if options.backend == "local":  # a Ray cluster's GPUs are not on this machine
+        check_gpus(options.gpus)
     items = discover(options.input, input_kinds(features))
     store = FeatureStore(options.store, "a")
     check_store(store, features)
@@ -112,7 +123,8 @@ def run(options: RunOptions) -> RunSummary:
     try:
         with RunStats(summary, plan, records, options.progress) as stats:
             if plan.tasks:
-                Pool(worker_configs(options, features, run_id)).run(plan.tasks, stats)
+                make_pool(options, worker_configs(options, features, run_id)).run(plan.tasks,
+                                                                                  stats)
     except KeyboardInterrupt:
         summary.interrupted = True
         records.write_summary(summary.to_dict())

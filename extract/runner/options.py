@@ -34,6 +34,8 @@ class RunOptions:
     run_id: str | None = None  # default: time stamp + random suffix
     progress: bool = True  # tqdm bar on stderr
     claims: bool = True  # claim (feature, video) pairs so several runs can share a local store
+    backend: str = "local"  # local (processes here) | ray (video shards as Ray tasks)
+    ray_address: str | None = None  # Ray cluster address (default: $RAY_ADDRESS, else local)
 
     def __post_init__(self) -> None:
         self.input = Path(self.input)
@@ -68,6 +70,8 @@ class RunOptions:
                 problems.append(f"--{name} must be an integer >= {low}, got {value!r}")
         if self.limit is not None and (not isinstance(self.limit, int) or self.limit < 1):
             problems.append(f"--limit must be a positive integer, got {self.limit!r}")
+        if self.backend not in ("local", "ray"):
+            problems.append(f"--backend must be 'local' or 'ray', got {self.backend!r}")
         if not self.image_fps > 0:
             problems.append(f"--image-fps must be positive, got {self.image_fps!r}")
         try:

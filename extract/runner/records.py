@@ -1,4 +1,5 @@
-"""A run's records inside the store: ``run.yaml``, ``failures.jsonl``, ``summary.json``.
+"""A run's records inside the store: ``run.yaml``, ``failures.jsonl``, ``written.jsonl`` (the
+(feature, video) arrays this run completed: an audit trail), ``summary.json``.
 
 They live in ``<store>/_runs/<run id>/`` (``store.run_dir``); for a store on object storage,
 in ``./extract_runs/<run id>/``.
@@ -81,6 +82,13 @@ class RunRecords:
     def add_failure(self, failure: Failure) -> None:
         record = {"run": self.run_id, **failure.to_dict()}
         with self.failures_path.open("a") as fh:
+            fh.write(json.dumps(record, default=str) + "\n")
+
+    def add_written(self, video: str, features: list[str], rows: dict[str, int]) -> None:
+        record = {"run": self.run_id, "video": video, "features": list(features),
+                  "rows": {f: rows.get(f) for f in features},
+                  "time": time.strftime("%Y-%m-%dT%H:%M:%S%z")}
+        with (self.dir / "written.jsonl").open("a") as fh:
             fh.write(json.dumps(record, default=str) + "\n")
 
     def write_summary(self, summary: dict[str, Any]) -> Path:

@@ -127,6 +127,8 @@ class RunStats:
                 s.busy += 1
             self._postfix()
             return
+        if result.done:
+            self.records.add_written(task.video_id, result.done, result.rows)
         for name in result.done:
             st = s.features[name]
             st.done += 1

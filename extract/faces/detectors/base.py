@@ -63,7 +63,8 @@ class FaceDetections:
     def best(self, rule: str = "largest") -> int | None:
         """Index of the face to keep: the largest box (ties: higher score) or the top score."""
         if rule not in SELECT_RULES:
-            raise ConfigError(f"unknown face selection rule {rule!r}; known: {', '.join(SELECT_RULES)}")
+            known = ", ".join(SELECT_RULES)
+            raise ConfigError(f"unknown face selection rule {rule!r}; known: {known}")
         if not len(self):
             return None
         if rule == "score":
@@ -115,9 +116,11 @@ class FaceDetector(ABC):
 
     def reset(self) -> None:
         """Forget per-video state (none by default)."""
+        return None
 
     def close(self) -> None:
         """Release native resources (none by default)."""
+        return None
 
 
 DETECTORS: Registry[type[FaceDetector]] = Registry("face detector")
