@@ -116,3 +116,17 @@ if "test_huge" not in EXTRACTORS:
         def extract(self, wav: np.ndarray, centers: np.ndarray | None = None) -> AudioRows:
             times = np.arange(10) * 0.1
             return AudioRows({"": np.full((10, 2), 1e6, np.float32)}, times)
+
+
+if "test_echo_centers" not in EXTRACTORS:
+
+    @EXTRACTORS.register("test_echo_centers")
+    class EchoCenters(AudioExtractor):
+        """One row per requested centre holding that centre (every 0.1 s when none)."""
+
+        name = "test_echo_centers"
+        needs_weights = False
+
+        def extract(self, wav: np.ndarray, centers: np.ndarray | None = None) -> AudioRows:
+            times = np.arange(0.0, len(wav) / 16000, 0.1) if centers is None else centers
+            return AudioRows({"": np.asarray(times, np.float32)[:, None]}, np.asarray(times))

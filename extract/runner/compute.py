@@ -137,6 +137,7 @@ class VideoJob:
         self.visual = [f for f in task.features if ctx.extractors[f].modality == "visual"]
         self.audio = [f for f in task.features if ctx.extractors[f].modality == "audio"]
         self._started_faces = False
+        self.frame_times: list[np.ndarray] = []  # sampled video frame times seen so far
 
     def handle(self, event: Event) -> None:
         """Dispatch one decode event (``begin`` and ``end`` are the worker's business)."""
@@ -174,6 +175,7 @@ class VideoJob:
     def on_frames(self, batch: Any) -> None:
         live = [f for f in self.visual if f not in self.failed]
         self.result.frames += len(batch.frames)
+        self.frame_times.append(np.asarray(batch.times, dtype=np.float64))
         if not live:
             return
         t0 = time.perf_counter()
@@ -223,8 +225,9 @@ class VideoJob:
             extractor = self.ctx.extractors[name]
             t0 = time.perf_counter()
             try:
+                centers = self._centers(extractor, audio.start)
                 with extractor.autocast():
-                    rows: AudioRows = extractor.extract(audio.wav)
+                    rows: AudioRows = extractor.extract(audio.wav, centers)
                 values = {k: np.asarray(v, dtype=np.float32) for k, v in rows.values.items()}
                 check_outputs(extractor, values, len(rows.times))
                 mask = (np.ones(len(rows.times), bool) if rows.mask is None
@@ -235,6 +238,24 @@ class VideoJob:
             except Exception as exc:
                 self.fail([name], "extract", exc)
             self._time(name, t0)
+
+    def _centers(self, extractor: Extractor, audio_start: float) -> np.ndarray | None:
+        """Video frame times (relative to the waveform) for an audio feature with
+        ``rate: frames`` (windows centred on frames, as ViPER does); else None (native rate)."""
+        if extractor.spec.rate != "frames":
+            return None
+        if self.frame_times:
+            times = np.concatenate(self.frame_times)
+        elif self.item.kind == "video":
+            from extract.media.sampling import Sampling
+            from extract.media.video import frame_times
+
+            everything = frame_times(self.item.path)
+            times = everything[Sampling.parse(self.ctx.sampling).select(everything)]
+        else:
+            raise ValueError(f"feature {extractor.spec.name!r} has rate: frames (windows centred "
+                             f"on video frames) but {self.item.path} has no video frames")
+        return times - audio_start
 
     # ----------------------------------------------------------------- write
     def finish(self) -> VideoResult:
