@@ -1,0 +1,5 @@
+"""``python -m fuse``."""
+
+from fuse.cli import main
+
+main()

@@ -1,0 +1,221 @@
+"""``fuse``: train, evaluate and apply fusion models on stored features.
+
+A thin Typer layer: each command builds a config (YAML ← options ← key=value) and makes one
+library call from :mod:`fuse.api`. Heavy imports happen inside the commands.
+"""
+
+from __future__ import annotations
+
+import logging
+import sys
+from pathlib import Path
+from typing import Annotated, Any
+
+import typer
+
+app = typer.Typer(add_completion=False, no_args_is_help=True, rich_markup_mode=None,
+                  help="Fusion trainer: features from a store → temporal model → predictions.")
+log = logging.getLogger("fuse")
+
+Store = Annotated[str | None, typer.Option("--store", help="feature store(s), comma-separated")]
+Labels = Annotated[str | None, typer.Option("--labels", help="label file or folder")]
+LabelFormat = Annotated[str | None, typer.Option(
+    "--label-format", help="affwild2-va | affwild2-expr | affwild2-au | hume | csv")]
+Partition = Annotated[str | None, typer.Option("--partition", help="split CSV (video, Split)")]
+Task = Annotated[str | None, typer.Option("--task", help="va | expr | au | eri | regression | "
+                                                         "classification")]
+Visual = Annotated[str | None, typer.Option("--visual", help="visual features: a,b or a:mean")]
+Audio = Annotated[str | None, typer.Option("--audio", help="audio features: c or c:mean")]
+Encoder = Annotated[str | None, typer.Option("--encoder", help="lstm | gru | transformer | "
+                                                               "identity")]
+Out = Annotated[str | None, typer.Option("--out", help="run folder")]
+Config = Annotated[list[str] | None, typer.Option(
+    "--config", help="YAML file or preset name (repeatable; later wins)")]
+DropMissing = Annotated[bool, typer.Option("--drop-missing",
+                                           help="drop labelled videos lacking a feature")]
+Overrides = Annotated[list[str] | None, typer.Argument(
+    help="config overrides key=value, e.g. train.lr=1e-4 model.encoder.layers=2",
+    show_default=False)]
+
+
+@app.callback()
+def main_options(verbose: Annotated[bool, typer.Option("--verbose", "-v")] = False,
+                 quiet: Annotated[bool, typer.Option("--quiet", "-q")] = False) -> None:
+    """Fusion trainer: features from a store → temporal model → predictions."""
+    from rich.console import Console
+    from rich.logging import RichHandler
+
+    level = logging.DEBUG if verbose else logging.WARNING if quiet else logging.INFO
+    logging.basicConfig(level=level, format="%(message)s", force=True,
+                        handlers=[RichHandler(console=Console(stderr=True), show_path=False)])
+
+
+@app.command()
+def train(store: Store = None, labels: Labels = None, label_format: LabelFormat = None,
+          partition: Partition = None, task: Task = None, visual: Visual = None,
+          audio: Audio = None, encoder: Encoder = None, out: Out = None, config: Config = None,
+          drop_missing: DropMissing = False,
+          resume: Annotated[bool, typer.Option("--resume", help="continue from last.pt")] = False,
+          overrides: Overrides = None) -> None:
+    """Validate, then train a model into --out and print its metrics."""
+    from fuse import api
+    from fuse.outputs.report import metrics_table
+
+    layers = _layers(config, store, labels, label_format, partition, task, visual, audio,
+                     encoder, out, drop_missing, overrides)
+    result = _guard(lambda: api.train(layers, resume=resume))
+    _console().print(metrics_table(result.metrics, f"{result.out_dir} (best epoch "
+                                                   f"{result.best_epoch})"))
+
+
+@app.command()
+def validate(store: Store = None, labels: Labels = None, label_format: LabelFormat = None,
+             partition: Partition = None, task: Task = None, visual: Visual = None,
+             audio: Audio = None, encoder: Encoder = None, out: Out = None,
+             config: Config = None, drop_missing: DropMissing = False,
+             overrides: Overrides = None) -> None:
+    """Check config, labels and store coverage; list every problem; exit 1 if any."""
+    from fuse import api
+    from fuse.outputs.report import problems_table
+
+    layers = _layers(config, store, labels, label_format, partition, task, visual, audio,
+                     encoder, out, drop_missing, overrides)
+    result = _guard(lambda: api.check(layers, training=False))
+    console = _console()
+    if not result.ok:
+        console.print(problems_table(result.problems))
+        raise typer.Exit(1)
+    summary = result.plan.summary()
+    console.print(f"[green]ok[/green]: {summary['labels']}; videos {summary['videos']}; "
+                  f"dropped {summary['dropped']}; features {summary['features']}")
+
+
+@app.command("eval")
+def evaluate(run: Annotated[Path, typer.Option("--run", help="run folder")],
+             split: Annotated[str, typer.Option("--split", help="train | val | test")] = "val",
+             ) -> None:
+    """Score a run's best model on one split of its labels."""
+    from fuse import api
+    from fuse.outputs.report import metrics_table
+
+    scores = _guard(lambda: api.evaluate(run, split))
+    _console().print(metrics_table({split: scores}, f"{run} on {split}"))
+
+
+@app.command()
+def predict(run: Annotated[Path, typer.Option("--run", help="run folder")],
+            store: Annotated[str, typer.Option("--store", help="feature store(s), comma-sep.")],
+            out: Annotated[Path, typer.Option("--out", help="FILE.csv, or a folder for the "
+                                                            "challenge's per-video files")],
+            videos: Annotated[str | None, typer.Option("--videos", help="only these ids, "
+                                                                        "comma-separated")] = None,
+            ) -> None:
+    """Predict every video in the store(s) that has the run's features."""
+    from fuse import api
+
+    files = _guard(lambda: api.predict(run, _split(store), out,
+                                       _split(videos) if videos else None))
+    _console().print(f"wrote {len(files)} file(s) under {out}")
+
+
+@app.command("list")
+def list_components() -> None:
+    """Registered tasks, encoders, label formats, fill policies, alignments, presets."""
+    from rich.table import Table
+
+    import fuse.labels
+    import fuse.model.encoders
+    import fuse.tasks
+    from fuse.config import presets
+    from fuse.data.align import ALIGNMENTS
+    from fuse.data.fill import FILL_POLICIES
+    from fuse.model.heads import POOLS
+    from fuse.training.optim import OPTIMIZERS, SCHEDULES
+
+    table = Table(title="fuse components")
+    table.add_column("kind")
+    table.add_column("names")
+    for reg in (fuse.tasks.TASKS, fuse.model.encoders.ENCODERS, fuse.labels.LABEL_FORMATS,
+                FILL_POLICIES, ALIGNMENTS, POOLS, OPTIMIZERS, SCHEDULES):
+        table.add_row(reg.kind, ", ".join(reg.names()))
+    table.add_row("preset config", ", ".join(presets()))
+    _console().print(table)
+
+
+# ---------------------------------------------------------------------------------- helpers
+def _layers(config: list[str] | None, store, labels, label_format, partition, task, visual,
+            audio, encoder, out, drop_missing: bool, overrides: list[str] | None) -> dict:
+    """YAML files ← command-line options ← key=value overrides, merged into one dict."""
+    from fuse.config import deep_merge, load_yaml, parse_overrides
+    from fuse.errors import ConfigError
+
+    merged: dict[str, Any] = {}
+    problems = []
+    for item in config or []:
+        try:
+            merged = deep_merge(merged, load_yaml(item))
+        except ConfigError as exc:
+            problems += exc.problems
+    options = {
+        "data": {"stores": _split(store), "visual": _split(visual), "audio": _split(audio),
+                 "drop_missing": drop_missing or None},
+        "labels": {"path": labels, "format": label_format, "partition": partition},
+        "task": {"name": task}, "model": {"encoder": {"name": encoder}},
+        "output": {"dir": out}}
+    merged = deep_merge(merged, _prune(options))
+    extra, bad = parse_overrides(overrides or [])
+    if problems or bad:
+        _fail(problems + bad)
+    return deep_merge(merged, extra)
+
+
+def _prune(tree: dict) -> dict:
+    """Drop options not given on the command line (None / empty)."""
+    out = {}
+    for key, value in tree.items():
+        if isinstance(value, dict):
+            value = _prune(value)
+        if value not in (None, [], {}):
+            out[key] = value
+    return out
+
+
+def _split(text: str | None) -> list[str] | None:
+    return [p.strip() for p in text.split(",") if p.strip()] if text else None
+
+
+def _guard(call):
+    """Run a library call; known errors become a message and a non-zero exit."""
+    from fuse.errors import ConfigError, FuseError
+
+    try:
+        return call()
+    except ConfigError as exc:
+        _fail(exc.problems)
+    except FuseError as exc:
+        from rich.markup import escape
+
+        _console().print(f"[red]error:[/red] {escape(str(exc))}")
+        raise typer.Exit(1) from None
+
+
+def _fail(problems: list[str]) -> None:
+    from fuse.outputs.report import problems_table
+
+    _console().print(problems_table(problems))
+    raise typer.Exit(2)
+
+
+def _console():
+    from rich.console import Console
+
+    return Console(stderr=False, width=max(100, Console().width))
+
+
+def main() -> None:
+    """The ``fuse`` console script."""
+    app(prog_name="fuse")
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,327 @@
+"""The run config: one dataclass per section, a comment per field.
+
+Layers, later wins: the dataclass defaults, YAML files (``--config``; a preset name from
+``fuse/configs/`` or a path), the command-line options, then ``key=value`` overrides
+(``train.lr=1e-4 model.encoder.layers=2``). :func:`build_config` returns the config and every
+type problem found, so validation can report them together with the semantic ones.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import difflib
+import types
+import typing
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Union
+
+PRESET_DIR = Path(__file__).parent / "configs"
+WINDOWS = (1, 5, 10, 20, 30, 50, 75, 100)  # smoothing windows tried on val (004: 20, 50)
+
+
+@dataclass
+class DataConfig:
+    """Which features, how they reach the label grid, and how they are cut into segments."""
+
+    stores: list[str] = field(default_factory=list)  # feature stores; a feature is read from
+    #                                                   the first store that holds it
+    visual: list[str] = field(default_factory=list)  # visual features: "name" or "name:method"
+    audio: list[str] = field(default_factory=list)  # audio features: "name" or "name:method"
+    align: str = "nearest"  # default way onto the grid: nearest row | mean of the rows in a step
+    fill: str = "nearest"  # invalid steps (no face, no audio): nearest | hold | zero
+    mask_channels: bool = True  # give the model one validity channel per feature
+    grid: str = "auto"  # auto | labels (label rows' times) | rate:HZ | steps:N (per-video labels)
+    drop_missing: bool = False  # drop labelled videos that lack a feature instead of failing
+    segment_len: int = 100  # steps per training segment (002/004: LSTM 100, transformer 128-250)
+    segment_stride: int = 0  # transformer: step between segment starts (<= segment_len);
+    #                          0 = segment_len. RNNs always use segment_len (no overlap)
+    device_cache: bool = True  # on CUDA, keep the whole feature buffer in GPU memory
+
+
+@dataclass
+class LabelConfig:
+    """Where the labels are, their layout, and how videos are split."""
+
+    path: str = ""  # label file or folder (layouts: data/labels/README.md)
+    format: str = ""  # adapter: affwild2-va | affwild2-expr | affwild2-au | hume | csv
+    partition: str = ""  # CSV with a video / File_ID column and a Split column; "" = none
+    make_splits: bool = False  # ignore the splits the labels give and make grouped ones
+    val_fraction: float = 0.2  # made splits: share of groups for validation
+    test_fraction: float = 0.0  # made splits: share of groups held out as test
+    folds: int = 0  # made splits: k folds over groups (0 = use val_fraction)
+    fold: int = 0  # made splits with folds > 0: the fold used for validation
+    official_val_fold: bool = False  # folds > 0: the labels' own val split is the last fold,
+    #                                  their train videos make the others (papers 002 / 004)
+    split_seed: int = 0  # made splits: seed of the group shuffle
+    group_by: str = "video"  # made splits: "video" or a label column naming the subject
+    fps: float = 0.0  # per-frame labels: frame i at i / fps; 0 = time of the reference's row i
+    time_reference: str = ""  # feature whose rows are the video's frames; "" = first visual
+    frame_tolerance: int = 5  # label rows allowed past the reference's rows (extrapolated)
+    video_column: str = "video"  # csv: video id column
+    frame_column: str = "frame"  # csv: frame index column (per-frame labels), used if present
+    time_column: str = "time"  # csv: time column in seconds (per-frame labels), used if present
+    split_column: str = "split"  # csv: split column, used if present
+    targets: list[str] = field(default_factory=list)  # csv: target columns; [] = the rest
+    classes: list[str] = field(default_factory=list)  # csv classification: class names
+
+
+@dataclass
+class TaskConfig:
+    """What is predicted and how it is scored."""
+
+    name: str = "va"  # va | expr | au | eri | regression | classification
+    loss: str = "auto"  # regression: mse | ccc; auto = the task's own (va: ccc, eri: mse)
+    metric: str = "auto"  # regression: pearson | ccc; auto = the task's own
+    focal_gamma: float = 0.0  # classification: focal-loss gamma (0 = cross-entropy)
+    rdrop_alpha: float = 0.0  # classification: R-Drop KL weight (paper 002: 5); 0 = off
+    aux_weight: float = 0.0  # eri: weight of the CE on the argmax emotion (paper 001: 0.01)
+
+
+@dataclass
+class EncoderConfig:
+    """The temporal encoder; fields marked rnn / transformer apply to those only."""
+
+    name: str = "lstm"  # lstm | gru | transformer | identity (per-frame, no context)
+    hidden: int = 512  # rnn: hidden size per direction; transformer: model width
+    layers: int = 1  # stacked layers
+    dropout: float = 0.3  # between rnn layers; inside transformer blocks
+    bidirectional: bool = False  # rnn: both directions (then no state carry)
+    carry_state: bool = True  # rnn: hidden state carried between consecutive segments (004)
+    heads: int = 4  # transformer: attention heads
+    ff_dim: int = 1024  # transformer: feed-forward width
+    pos_encoding: str = "sinusoidal"  # transformer: sinusoidal | learned | none
+    max_len: int = 1024  # transformer with learned positions: the longest segment
+
+
+@dataclass
+class ModelConfig:
+    """Projection, fusion, temporal encoder, head."""
+
+    proj_dim: int = 0  # per-feature projection width before fusion; 0 = none
+    fusion_dim: int = 512  # output of the FC over the concatenated features (004 eq. 1)
+    dropout: float = 0.3  # after fusion and in the head blocks
+    encoder: EncoderConfig = field(default_factory=EncoderConfig)
+    head: list[int] = field(default_factory=lambda: [512, 256])  # {FC, Dropout, ReLU} widths
+    pool: str = "mean"  # per-video tasks: mean | attention over time
+
+
+@dataclass
+class TrainConfig:
+    """Optimisation, schedule, checkpoints."""
+
+    epochs: int = 30  # maximum epochs
+    batch_size: int = 16  # segments (or videos) per step
+    optimizer: str = "adam"  # adam | adamw
+    lr: float = 3e-4  # peak learning rate (004 LSTM 3e-4, transformer 2e-4; 001 1e-4)
+    weight_decay: float = 0.0  # L2 (adam) or decoupled (adamw) weight decay
+    scheduler: str = "constant"  # constant | cosine | step (all after the warmup)
+    warmup_epochs: float = 0.0  # linear warmup length in epochs (fractions allowed)
+    step_epochs: int = 10  # step schedule: epochs between decays
+    step_gamma: float = 0.5  # step schedule: decay factor
+    min_lr_ratio: float = 0.0  # cosine: final lr as a fraction of lr
+    ema_decay: float = 0.0  # EMA of the weights used for eval and best.pt (001: 0.99); 0 = off
+    grad_clip: float = 0.0  # max gradient norm (001: 0.1); 0 = off
+    patience: int = 0  # early stop after this many epochs without a better val score; 0 = off
+    seed: int = 0  # seeds torch, numpy and the epoch shuffles (splits: labels.split_seed)
+    deterministic: bool = True  # torch deterministic algorithms (full determinism on CPU)
+    device: str = "auto"  # auto | cpu | cuda | cuda:N
+    amp: bool = True  # bf16 autocast on CUDA (ignored on CPU)
+    threads: int = 0  # torch CPU threads; 0 = torch's default
+
+
+@dataclass
+class PostConfig:
+    """Post-processing of predictions, tuned on the validation split."""
+
+    clip: str = "auto"  # auto (the task's range) | none | "LO,HI"
+    smooth: bool = True  # centred moving average on per-frame outputs, window chosen on val
+    windows: list[int] = field(default_factory=lambda: list(WINDOWS))  # candidates; 1 = off
+    tune_thresholds: bool = True  # au: per-AU decision thresholds chosen on val (else 0.5)
+
+
+@dataclass
+class OutputConfig:
+    """What a run writes besides checkpoints and logs."""
+
+    dir: str = ""  # run directory (--out)
+    predict_splits: list[str] = field(default_factory=lambda: ["val", "test"])  # written
+    plots: bool = True  # learning curves, per-target bars, confusion matrix
+
+
+@dataclass
+class FuseConfig:
+    """A whole run."""
+
+    data: DataConfig = field(default_factory=DataConfig)
+    labels: LabelConfig = field(default_factory=LabelConfig)
+    task: TaskConfig = field(default_factory=TaskConfig)
+    model: ModelConfig = field(default_factory=ModelConfig)
+    train: TrainConfig = field(default_factory=TrainConfig)
+    post: PostConfig = field(default_factory=PostConfig)
+    output: OutputConfig = field(default_factory=OutputConfig)
+
+    def to_dict(self) -> dict[str, Any]:
+        return dataclasses.asdict(self)
+
+
+# ---------------------------------------------------------------------------------- building
+def build_config(*layers: dict[str, Any] | None) -> tuple[FuseConfig, list[str]]:
+    """Merge dict layers (later wins) onto the defaults; return the config and type problems."""
+    merged: dict[str, Any] = {}
+    for layer in layers:
+        if layer:
+            merged = deep_merge(merged, layer)
+    problems: list[str] = []
+    cfg = _from_dict(FuseConfig, merged, "", problems)
+    return cfg, problems
+
+
+def config_from_dict(data: dict[str, Any]) -> FuseConfig:
+    """A config from a resolved dict (e.g. a run's config.yaml); raises on any problem."""
+    from fuse.errors import ConfigError
+
+    cfg, problems = build_config(data)
+    if problems:
+        raise ConfigError(problems)
+    return cfg
+
+
+def load_yaml(name_or_path: str) -> dict[str, Any]:
+    """A YAML config file, or a preset name from ``fuse/configs`` (``va_lstm``)."""
+    import yaml
+
+    from fuse.errors import ConfigError
+
+    path = Path(name_or_path)
+    if not path.is_file():
+        preset = PRESET_DIR / f"{name_or_path}.yaml"
+        if not preset.is_file():
+            known = ", ".join(presets()) or "(none)"
+            raise ConfigError(f"config {name_or_path!r} is neither a file nor a preset; "
+                              f"presets: {known}")
+        path = preset
+    data = yaml.safe_load(path.read_text()) or {}
+    if not isinstance(data, dict):
+        raise ConfigError(f"config {path} must hold a mapping, not {type(data).__name__}")
+    return data
+
+
+def presets() -> list[str]:
+    """Names of the shipped preset configs."""
+    return sorted(p.stem for p in PRESET_DIR.glob("*.yaml"))
+
+
+def parse_overrides(items: list[str]) -> tuple[dict[str, Any], list[str]]:
+    """``["train.lr=1e-4", "data.visual=a,b"]`` → nested dict of strings, plus problems."""
+    out: dict[str, Any] = {}
+    problems = []
+    for item in items:
+        key, sep, value = item.partition("=")
+        if not sep or not key:
+            problems.append(f"override {item!r}: use key=value, e.g. train.lr=1e-4")
+            continue
+        node = out
+        *parents, leaf = key.strip().split(".")
+        for p in parents:
+            node = node.setdefault(p, {})
+            if not isinstance(node, dict):
+                problems.append(f"override {item!r}: {p!r} is set twice")
+                break
+        else:
+            node[leaf] = value.strip()
+    return out, problems
+
+
+def deep_merge(base: dict[str, Any], update: dict[str, Any]) -> dict[str, Any]:
+    """A new dict: ``update`` merged into ``base`` recursively (mappings merge, others replace)."""
+    out = dict(base)
+    for key, value in update.items():
+        if isinstance(value, dict) and isinstance(out.get(key), dict):
+            out[key] = deep_merge(out[key], value)
+        else:
+            out[key] = value
+    return out
+
+
+def save_config(cfg: FuseConfig, path: Path) -> None:
+    import yaml
+
+    path.write_text(yaml.safe_dump(cfg.to_dict(), sort_keys=False))
+
+
+def _from_dict(cls: type, data: Any, prefix: str, problems: list[str]) -> Any:
+    """Build dataclass ``cls`` from ``data``, coercing strings; unknown keys become problems."""
+    if not isinstance(data, dict):
+        problems.append(f"{prefix.rstrip('.') or 'config'}: expected a mapping, got {data!r}")
+        data = {}
+    hints = typing.get_type_hints(cls)
+    names = [f.name for f in dataclasses.fields(cls)]
+    kwargs = {}
+    for key, value in data.items():
+        if key not in names:
+            close = difflib.get_close_matches(str(key), names, n=1)
+            hint = f"; did you mean '{prefix}{close[0]}'?" if close else ""
+            problems.append(f"{prefix}{key}: unknown key in [{prefix.rstrip('.') or 'top'}]"
+                            f" (known: {', '.join(names)}){hint}")
+            continue
+        hint = hints[key]
+        if dataclasses.is_dataclass(hint):
+            kwargs[key] = _from_dict(hint, value, f"{prefix}{key}.", problems)
+            continue
+        try:
+            kwargs[key] = _coerce(value, hint)
+        except (TypeError, ValueError) as exc:
+            problems.append(f"{prefix}{key}: {exc}")
+    return cls(**kwargs)
+
+
+def _coerce(value: Any, hint: Any) -> Any:
+    """``value`` as type ``hint`` (int, float, bool, str, list[...], optional)."""
+    origin = typing.get_origin(hint)
+    if origin in (Union, types.UnionType):
+        args = [a for a in typing.get_args(hint) if a is not type(None)]
+        if value is None or (isinstance(value, str) and value.lower() in ("none", "null")):
+            return None
+        return _coerce(value, args[0])
+    if origin is list:
+        (item,) = typing.get_args(hint)
+        if isinstance(value, str):
+            value = _split_list(value)
+        if not isinstance(value, (list, tuple)):
+            raise TypeError(f"expected a list, got {value!r}")
+        return [_coerce(v, item) for v in value]
+    if hint is bool:
+        if isinstance(value, bool):
+            return value
+        if isinstance(value, str) and value.lower() in ("true", "yes", "1", "on"):
+            return True
+        if isinstance(value, str) and value.lower() in ("false", "no", "0", "off"):
+            return False
+        raise TypeError(f"expected true or false, got {value!r}")
+    if hint is int:
+        if isinstance(value, bool) or (isinstance(value, float) and not value.is_integer()):
+            raise TypeError(f"expected an integer, got {value!r}")
+        try:
+            return int(value)
+        except (TypeError, ValueError):
+            raise TypeError(f"expected an integer, got {value!r}") from None
+    if hint is float:
+        if isinstance(value, bool):
+            raise TypeError(f"expected a number, got {value!r}")
+        try:
+            return float(value)
+        except (TypeError, ValueError):
+            raise TypeError(f"expected a number, got {value!r}") from None
+    if hint is str:
+        if isinstance(value, (dict, list)):
+            raise TypeError(f"expected a string, got {value!r}")
+        return "" if value is None else str(value)
+    return value
+
+
+def _split_list(text: str) -> list[str]:
+    text = text.strip()
+    if text.startswith("[") and text.endswith("]"):
+        text = text[1:-1]
+    return [part.strip().strip("'\"") for part in text.split(",") if part.strip()]

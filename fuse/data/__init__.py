@@ -1,0 +1,1 @@
+"""Features from the store onto the label time grid: align, fill, normalise, segment."""

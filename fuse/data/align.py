@@ -1,0 +1,113 @@
+"""Bring one feature's rows onto a time grid, by timestamps only (never by row position).
+
+A grid is a set of step times with step edges (the midpoints between neighbours). Methods:
+
+- ``nearest``: the row whose timestamp is closest to the step time (ties: the earlier row).
+- ``mean``: the mean of the valid rows whose timestamps fall inside the step; a step holding no
+  rows at all takes the nearest row (a slow feature on a fast grid), one holding only invalid
+  rows is invalid.
+
+A step is invalid when its row is (mask False), or when the step lies outside the feature's
+time span (more than half a row step before its first or after its last row).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+
+import numpy as np
+
+from extract.registry import Registry
+
+
+@dataclass
+class Grid:
+    """Step times of one video's label grid and the edges of each step."""
+
+    times: np.ndarray  # (N,) seconds, increasing
+    edges: np.ndarray  # (N + 1,) step k covers [edges[k], edges[k + 1])
+
+    @classmethod
+    def from_times(cls, times: np.ndarray) -> Grid:
+        """Edges halfway between neighbouring steps; the end steps extend by half a step."""
+        t = np.asarray(times, dtype=np.float64)
+        if len(t) == 0:
+            return cls(t, np.zeros(1))
+        if len(t) == 1:
+            return cls(t, np.array([-np.inf, np.inf]))
+        mid = (t[1:] + t[:-1]) / 2
+        return cls(t, np.concatenate([[t[0] - (mid[0] - t[0])], mid, [t[-1] + (t[-1] - mid[-1])]]))
+
+    def __len__(self) -> int:
+        return len(self.times)
+
+
+@dataclass
+class Aligned:
+    """One feature on one video's grid."""
+
+    values: np.ndarray  # (N, D) float16
+    valid: np.ndarray  # (N,) bool
+
+
+Aligner = Callable[[np.ndarray, np.ndarray, np.ndarray, Grid], Aligned]
+ALIGNMENTS: Registry[Aligner] = Registry("alignment")
+
+
+@ALIGNMENTS.register("nearest")
+def align_nearest(data: np.ndarray, times: np.ndarray, mask: np.ndarray, grid: Grid) -> Aligned:
+    """``data`` (T, D) with row ``times`` (T,) and ``mask`` (T,) → (N, D) on ``grid``."""
+    if len(times) == 0:
+        return _empty(len(grid), data.shape[1], data.dtype)
+    idx = nearest_rows(times, grid.times)
+    return Aligned(data[idx], mask[idx] & _covered(times, grid))
+
+
+@ALIGNMENTS.register("mean")
+def align_mean(data: np.ndarray, times: np.ndarray, mask: np.ndarray, grid: Grid) -> Aligned:
+    """Mean of the valid rows inside each step (float32 sums, float16 result)."""
+    n = len(grid)
+    if len(times) == 0 or n == 0:
+        return _empty(n, data.shape[1], data.dtype)
+    lo = np.searchsorted(times, grid.edges[:-1], side="left")  # (N,) first row in the step
+    hi = np.searchsorted(times, grid.edges[1:], side="left")  # (N,) one past the last
+    seen = np.concatenate([[0], np.cumsum(mask)])  # valid rows before each row
+    vlo, vhi = seen[lo], seen[hi]  # the step's range among the valid rows
+    count = vhi - vlo  # (N,)
+    rows = data if mask.all() else data[mask]  # (V, D) valid rows, in time order
+    out = np.zeros((n, data.shape[1]), np.float32)
+    has = count > 0
+    if has.any():
+        # reduceat sums rows[start_k : start_k+1]; steps are contiguous, so that is [vlo, vhi)
+        starts = np.minimum(vlo, len(rows) - 1)
+        sums = np.add.reduceat(rows, starts, axis=0, dtype=np.float32)
+        sums[-1] = rows[vlo[-1] : vhi[-1]].sum(axis=0, dtype=np.float32)
+        out[has] = sums[has] / count[has, None]
+    valid = has.copy()
+    empty = hi == lo  # no rows at all: the nearest row stands in
+    if empty.any():
+        idx = nearest_rows(times, grid.times[empty])
+        out[empty] = data[idx]
+        valid[empty] = mask[idx]
+    valid &= _covered(times, grid)
+    return Aligned(out.astype(data.dtype, copy=False), valid)
+
+
+def nearest_rows(times: np.ndarray, targets: np.ndarray) -> np.ndarray:
+    """Index of the row nearest each target time (ties go to the earlier row)."""
+    if len(times) == 1:
+        return np.zeros(len(targets), dtype=np.int64)
+    pos = np.clip(np.searchsorted(times, targets, side="left"), 1, len(times) - 1)
+    take_left = (targets - times[pos - 1]) <= (times[pos] - targets)
+    return np.where(take_left, pos - 1, pos)
+
+
+def _covered(times: np.ndarray, grid: Grid) -> np.ndarray:
+    """Steps overlapping the feature's span, widened by half its median row step."""
+    half = float(np.median(np.diff(times))) / 2 if len(times) > 1 else 0.0
+    return (grid.edges[1:] > times[0] - half) & (grid.edges[:-1] <= times[-1] + half)
+
+
+def _empty(n: int, dim: int, dtype) -> Aligned:
+    return Aligned(np.zeros((n, dim), dtype), np.zeros(n, bool))

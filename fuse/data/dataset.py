@@ -1,0 +1,173 @@
+"""Load every video of a run once: read, align onto its grid, normalise, fill, pack contiguous.
+
+Each (feature, video) array is read from the store exactly once. The result keeps all videos
+in one float16 buffer with a trailing zero row used as padding, so a training segment is a
+row-index gather in memory, never a store call.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from dataclasses import dataclass
+
+import numpy as np
+
+from fuse.config import LabelConfig
+from fuse.data.align import ALIGNMENTS, Aligned, Grid
+from fuse.data.features import FeatureSources, FeatureSpec
+from fuse.data.fill import apply_fill
+from fuse.data.grid import GridSpec, fixed_grid, frame_times
+from fuse.data.normalize import Moments, Normalizer
+from fuse.errors import DataError
+from fuse.labels.base import VideoLabels
+
+log = logging.getLogger(__name__)
+
+
+@dataclass
+class VideoRequest:
+    """One video to load, with its split and (when training or evaluating) its labels."""
+
+    video: str
+    split: str  # train | val | test | predict
+    labels: VideoLabels | None = None
+
+
+@dataclass
+class FrameTiming:
+    """How per-frame label rows get their times (see :func:`fuse.data.grid.frame_times`)."""
+
+    reference: str  # feature whose row i is frame i
+    fps: float = 0.0  # > 0: frame i at i / fps instead
+    tolerance: int = 5  # label frames allowed past the reference's last row
+
+    @classmethod
+    def from_config(cls, labels: LabelConfig, specs: list[FeatureSpec]) -> FrameTiming:
+        """``labels.time_reference``, else the first visual feature, else the first one."""
+        visual = [s.name for s in specs if s.modality == "visual"]
+        reference = labels.time_reference or (visual or [specs[0].name])[0]
+        return cls(reference, labels.fps, labels.frame_tolerance)
+
+
+@dataclass
+class FusedData:
+    """All videos of a run on their grids. R = total steps; row R is the zero padding row."""
+
+    features: list[str]  # input features in column order
+    dims: list[int]  # their widths
+    level: str  # frame | video (labels per grid step, or one per video)
+    videos: list[str]  # (V,)
+    splits: np.ndarray  # (V,) str
+    offsets: np.ndarray  # (V,) int64 first row of each video
+    lengths: np.ndarray  # (V,) int64 steps of each video
+    x: np.ndarray  # (R + 1, D) float16 z-scored, filled inputs
+    valid: np.ndarray  # (R + 1, F) bool per-feature validity before filling
+    times: list[np.ndarray]  # per video (N,) step times in seconds
+    frames: list[np.ndarray | None]  # per video (N,) label frame index (per-frame grids)
+    y: np.ndarray | None = None  # frame: (R + 1, K) float32; video: (V, K)
+    y_valid: np.ndarray | None = None  # same shape, bool
+
+    @property
+    def pad_row(self) -> int:
+        return len(self.x) - 1
+
+    def indices(self, *splits: str) -> np.ndarray:
+        """Video indices in the given splits."""
+        return np.flatnonzero(np.isin(self.splits, splits))
+
+    def targets_of(self, v: int) -> tuple[np.ndarray, np.ndarray]:
+        """Video ``v``'s labels: (N, K) per frame or (1, K) per video, and their validity."""
+        if self.y is None or self.y_valid is None:
+            raise DataError("these data carry no labels")
+        if self.level == "video":
+            return self.y[v : v + 1], self.y_valid[v : v + 1]
+        rows = slice(self.offsets[v], self.offsets[v] + self.lengths[v])
+        return self.y[rows], self.y_valid[rows]
+
+
+def load_fused(sources: FeatureSources, specs: list[FeatureSpec], requests: list[VideoRequest],
+               *, level: str, grid: GridSpec, fill: str, timing: FrameTiming,
+               normalizer: Normalizer | None = None,
+               fit_splits: tuple[str, ...] = ("train",)) -> tuple[FusedData, Normalizer]:
+    """Read, align and pack ``requests``; fit the normaliser on ``fit_splits`` unless given."""
+    started = time.perf_counter()
+    names = [s.name for s in specs]
+    dims = [sources.dim(n) for n in names]
+    moments = {n: Moments(d) for n, d in zip(names, dims, strict=True)}
+    staged = []  # per video: (grid times, frames, {feature: Aligned})
+    for req in requests:
+        arrays = {s.name: sources.read(s.name, req.video) for s in specs}
+        g, frames = _video_grid(req, arrays, level, grid, timing)
+        aligned = {}
+        for s in specs:
+            fa = arrays.pop(s.name)
+            if normalizer is None and req.split in fit_splits:
+                moments[s.name].add(fa.data if fa.mask.all() else fa.data[fa.mask])
+            aligned[s.name] = ALIGNMENTS.get(s.align)(fa.data, fa.timestamps, fa.mask, g)
+        staged.append((g.times, frames, aligned))
+    if normalizer is None:
+        normalizer = Normalizer.fit(moments)
+
+    lengths = np.array([len(t) for t, _, _ in staged], dtype=np.int64)
+    offsets = np.concatenate([[0], np.cumsum(lengths)[:-1]]).astype(np.int64)
+    total = int(lengths.sum())
+    x = np.zeros((total + 1, sum(dims)), np.float16)  # (R + 1, D)
+    valid = np.zeros((total + 1, len(names)), bool)  # (R + 1, F)
+    cols = np.concatenate([[0], np.cumsum(dims)])
+    for v, (times, _, aligned) in enumerate(staged):
+        rows = slice(offsets[v], offsets[v] + lengths[v])
+        for f, name in enumerate(names):
+            a: Aligned = aligned.pop(name)
+            z = normalizer.apply(name, a.values)  # (N, D_f) float32
+            apply_fill(z, a.valid, times, fill)
+            x[rows, cols[f] : cols[f + 1]] = z
+            valid[rows, f] = a.valid
+
+    data = FusedData(names, dims, level, [r.video for r in requests],
+                     np.array([r.split for r in requests], dtype=object), offsets, lengths, x,
+                     valid, [t for t, _, _ in staged], [fr for _, fr, _ in staged])
+    if all(r.labels is not None for r in requests) and requests:
+        data.y, data.y_valid = _pack_targets(requests, level, total)
+    log.info("loaded %d videos, %d steps, %d features (%d dims) in %.1f s", len(requests), total,
+             len(names), x.shape[1], time.perf_counter() - started)
+    return data, normalizer
+
+
+def _video_grid(req: VideoRequest, arrays: dict, level: str, spec: GridSpec,
+                timing: FrameTiming) -> tuple[Grid, np.ndarray | None]:
+    """The grid of one video and, for per-frame grids, each step's frame index."""
+    if level == "frame":
+        lab = req.labels
+        ref = arrays[timing.reference].timestamps if timing.reference in arrays else None
+        if lab is None:  # prediction: one step per reference row (= per video frame)
+            if ref is None:
+                raise DataError(f"video {req.video!r}: no reference feature "
+                                f"{timing.reference!r} to place its frames")
+            frames = (np.rint(ref * timing.fps).astype(np.int64) if timing.fps > 0
+                      else np.arange(len(ref)))
+            return Grid.from_times(ref), frames
+        if lab.times is not None:
+            return Grid.from_times(lab.times), lab.frames
+        frames = lab.frames if lab.frames is not None else np.arange(lab.num_rows)
+        t = frame_times(req.video, frames, ref, timing.fps, timing.tolerance)
+        return Grid.from_times(t), frames
+    starts = [a.timestamps[0] for a in arrays.values() if len(a.timestamps)]
+    ends = [a.timestamps[-1] for a in arrays.values() if len(a.timestamps)]
+    if not starts:
+        raise DataError(f"video {req.video!r}: every feature is empty")
+    return fixed_grid(min(starts), max(ends), spec), None
+
+
+def _pack_targets(requests: list[VideoRequest], level: str,
+                  total: int) -> tuple[np.ndarray, np.ndarray]:
+    k = requests[0].labels.values.shape[1]
+    if level == "video":
+        y = np.stack([r.labels.values[0] for r in requests]).astype(np.float32)
+        ok = np.stack([r.labels.valid[0] for r in requests])
+    else:
+        y = np.zeros((total + 1, k), np.float32)
+        ok = np.zeros((total + 1, k), bool)
+        y[:total] = np.concatenate([r.labels.values for r in requests])
+        ok[:total] = np.concatenate([r.labels.valid for r in requests])
+    return np.where(ok, y, 0).astype(np.float32), ok

@@ -1,0 +1,67 @@
+"""Hume-Reaction (ABAW5 ERI / MuSe-Reaction): one intensity per emotion per video.
+
+``labels.path``: a CSV with ``File_ID`` and the seven emotion columns (values 0..1).
+``labels.partition``: a CSV with ``File_ID`` and ``Split`` (Train / Devel or Val / Test); test
+videos listed there without labels are kept for prediction. A ``Split`` column inside the
+labels CSV works too. ``File_ID`` may be bracketed (``[00001]``); brackets are dropped.
+Predictions: ``File_ID,Adoration,…,Surprise``.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+
+from fuse.errors import LabelError
+from fuse.labels.base import (
+    LABEL_FORMATS,
+    LabelAdapter,
+    LabelSet,
+    Predictions,
+    VideoLabels,
+    normalise_split,
+)
+from fuse.labels.partition import SPLIT_COLUMNS, clean_id, read_partition
+from fuse.labels.writers import write_csv
+
+EMOTIONS = ["Adoration", "Amusement", "Anxiety", "Disgust", "Empathic-Pain", "Fear", "Surprise"]
+
+
+@LABEL_FORMATS.register("hume")
+class HumeReaction(LabelAdapter):
+    name = "hume"
+    level = "video"
+    kind = "regression"
+
+    def load(self, cfg) -> LabelSet:
+        import pandas as pd
+
+        table = pd.read_csv(cfg.path)
+        missing = [c for c in ["File_ID", *EMOTIONS] if c not in table.columns]
+        if missing:
+            raise LabelError(f"{cfg.path}: missing columns {missing}; it has {list(table.columns)}")
+        splits = read_partition(cfg.partition) if cfg.partition else {}
+        split_col = next((c for c in SPLIT_COLUMNS if c in table.columns), None)
+        group_col = cfg.group_by if cfg.group_by in table.columns else None
+        videos: dict[str, VideoLabels] = {}
+        values = table[EMOTIONS].to_numpy(np.float32)
+        for i, raw in enumerate(table["File_ID"]):
+            vid = clean_id(raw)
+            if vid in videos:
+                raise LabelError(f"{cfg.path} line {i + 2}: File_ID {raw!r} appears twice")
+            split = splits.get(vid)
+            if split is None and split_col is not None:
+                split = normalise_split(table[split_col].iloc[i])
+            row = values[i : i + 1]
+            group = str(table[group_col].iloc[i]) if group_col else None
+            videos[vid] = VideoLabels(vid, row, np.isfinite(row), split=split, group=group)
+        for vid, split in splits.items():  # unlabelled test videos: kept for prediction
+            if vid not in videos:
+                empty = np.full((1, len(EMOTIONS)), np.nan, np.float32)
+                videos[vid] = VideoLabels(vid, empty, np.zeros_like(empty, bool), split=split)
+        return LabelSet(self.name, "video", "regression", list(EMOTIONS), videos)
+
+    def write(self, preds: Predictions, path: Path) -> list[Path]:
+        target = path if path.suffix == ".csv" else path / "predictions.csv"
+        return write_csv(preds, target, id_column="File_ID")

@@ -1,0 +1,1 @@
+"""The fusion network: per-feature projection, concatenation fusion, temporal encoder, head."""

@@ -1,0 +1,1 @@
+"""Post-processing: clipping, temporal smoothing, decision thresholds — tuned on validation."""

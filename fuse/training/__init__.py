@@ -1,0 +1,1 @@
+"""Training: optimiser and schedule, EMA, checkpoints, inference, the loop."""
