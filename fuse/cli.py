@@ -142,6 +142,66 @@ def list_components() -> None:
     _console().print(table)
 
 
+@app.command()
+def grid(grid_file: Annotated[Path | None, typer.Option("--grid", help="grid YAML (axes and "
+                                                         "base config; see docs/fuse.md)")] = None,
+         out: Annotated[Path, typer.Option("--out", help="grid folder (jobs, ranking, plots)")
+                        ] = Path("runs/grid"),
+         config: Config = None, store: Store = None, labels: Labels = None,
+         label_format: LabelFormat = None, partition: Partition = None, task: Task = None,
+         visual_sets: Annotated[str | None, typer.Option(
+             "--visual-sets", help="visual combinations, ';'-separated: 'mae;mae,ires100'")
+             ] = None,
+         audio_sets: Annotated[str | None, typer.Option(
+             "--audio-sets", help="audio combinations, ';'-separated ('' = none): ';hubert'")
+             ] = None,
+         encoders: Annotated[str | None, typer.Option("--encoders", help="lstm,transformer")
+                             ] = None,
+         seeds: Annotated[str | None, typer.Option("--seeds", help="0,1,2")] = None,
+         folds: Annotated[int | None, typer.Option("--folds", help="k-fold cross-validation "
+                                                   "grouped by labels.group_by")] = None,
+         workers: Annotated[int, typer.Option(help="parallel CPU jobs")] = 1,
+         gpus: Annotated[int, typer.Option(help="parallel jobs, one per GPU")] = 0,
+         backend: Annotated[str, typer.Option(help="local | ray")] = "local",
+         ray_address: Annotated[str | None, typer.Option("--ray-address",
+                                                         help="Ray cluster address")] = None,
+         overrides: Overrides = None) -> None:
+    """Run an ablation grid (features x encoders x params x seeds [x folds]), rank the cells.
+
+    A re-run skips finished jobs; a failing job is recorded and the grid goes on. Writes
+    results.csv, ranking.csv/.md, folds.csv (k-fold), heatmap.png and seeds.png into --out.
+
+    Example: fuse grid --config va_lstm --store f.zarr --labels l.csv --label-format csv
+    --visual-sets 'fer;fer,densenet' --audio-sets ';egemaps' --seeds 0,1 --workers 2
+    """
+    import yaml
+
+    from fuse.config import deep_merge
+    from fuse.experiments.grid import load_grid
+    from fuse.experiments.runner import print_ranking, run_grid
+
+    raw: dict[str, Any] = yaml.safe_load(grid_file.read_text()) if grid_file else {}
+    base = _layers(config, store, labels, label_format, partition, task, None, None, None,
+                   None, False, overrides)
+    raw["overrides"] = deep_merge(raw.get("overrides") or {}, base)
+    axes = {"visual": visual_sets, "audio": audio_sets}
+    for key, text in axes.items():
+        if text is not None:
+            raw[key] = [_split(part) or [] for part in text.split(";")]
+    if encoders:
+        raw["encoders"] = _split(encoders)
+    if seeds:
+        raw["seeds"] = [int(x) for x in _split(seeds) or []]
+    if folds is not None:
+        raw["folds"] = folds
+    spec = _guard(lambda: load_grid(raw))
+    outcome = run_grid(spec, out, workers=workers, gpus=gpus, backend=backend,
+                       ray_address=ray_address)
+    print_ranking(outcome, _console())
+    if not outcome.ok:
+        raise typer.Exit(1)
+
+
 # ---------------------------------------------------------------------------------- helpers
 def _layers(config: list[str] | None, store, labels, label_format, partition, task, visual,
             audio, encoder, out, drop_missing: bool, overrides: list[str] | None) -> dict:
