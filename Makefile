@@ -22,7 +22,7 @@ $(STAMP): pyproject.toml
 	touch $(STAMP)
 
 demo: setup
-	$(PY) -m extract.demo --out $(DEMO_DIR)
+	$(PY) -m fuse.demo --out $(DEMO_DIR)
 
 test: setup
 	$(PY) -m pytest -q

@@ -59,21 +59,38 @@ def extract_features(media: Path, store: Path, weights: dict[str, tuple[str, int
     return run(options)
 
 
-def grid_file(out: Path, store: Path, labels: Path, epochs: int) -> dict:
-    """The demo's grid: {fer, densenet} subsets × {egemaps, wav2vec2, none} × 2 seeds."""
+def grid_file(store: Path, labels: Path, epochs: int, seeds: int) -> dict:
+    """The demo's grid: {fer, densenet} subsets × {none, egemaps, wav2vec2} × seeds."""
     return {
         "base": ["va_lstm"],
         "overrides": {
             "labels": {"path": str(labels), "format": "csv"},
-            "data": {"stores": [str(store)], "segment_len": 50},
+            "data": {"stores": [str(store)], "segment_len": 50, "drop_missing": True},
             "model": {"fusion_dim": 64, "encoder": {"hidden": 64}, "head": [64]},
             "train": {"epochs": epochs, "batch_size": 8, "lr": 2e-3, "threads": 1},
             "output": {"plots": True},
         },
         "visual_from": {"features": ["fer", "densenet"], "min": 1, "max": 2},
         "audio": [[], ["egemaps"], ["wav2vec2"]],
-        "seeds": [0, 1],
+        "seeds": list(range(seeds)),
     }
+
+
+def show_best(run: Path | None, console) -> None:
+    """The best run's metrics (score = mean CCC of valence and arousal) and its plots."""
+    import json
+
+    from fuse.outputs.report import metrics_table
+
+    if run is None:
+        console.print("[red]no finished run[/red]")
+        return
+    metrics = json.loads((run / "metrics.json").read_text())
+    console.print(f"best run: {run}")
+    console.print(metrics_table(metrics, f"best epoch {metrics['best_epoch']}; "
+                                         "score = mean CCC"))
+    for plot in sorted((run / "plots").glob("*.png")):
+        console.print(f"  plot: {plot}")
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -82,6 +99,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--out", type=Path, default=Path("data/demo"), help="demo folder")
     parser.add_argument("--workers", type=int, default=2, help="parallel processes")
     parser.add_argument("--epochs", type=int, default=25, help="epochs per grid cell")
+    parser.add_argument("--clips", type=int, default=20, help="demo video clips to make")
+    parser.add_argument("--seeds", type=int, default=3, help="seeds per grid cell")
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
     from rich.console import Console
@@ -91,21 +110,23 @@ def main(argv: list[str] | None = None) -> int:
     from fuse.experiments.grid import load_grid
     from fuse.experiments.runner import print_ranking, run_grid
 
-    console = Console()
+    console = Console(width=110)
     start = time.perf_counter()
     out: Path = args.out
     media, store = out / "media", out / "features.zarr"
     if not (media / "frame_labels.csv").is_file():
-        make_media([str(media)])
+        make_media([str(media), "--clips", str(args.clips)])
     console.rule("[bold]1. extraction")
     weights = make_tiny_weights(out / "weights")
     summary = extract_features(media, store, weights, args.workers)
     print_summary(summary)
     console.rule("[bold]2. ablation grid")
-    spec = load_grid(grid_file(out, store, media / "frame_labels.csv", args.epochs))
+    spec = load_grid(grid_file(store, media / "frame_labels.csv", args.epochs, args.seeds))
     grid = run_grid(spec, out / "grid", workers=args.workers)
     print_ranking(grid, console)
-    console.rule("[bold]3. features used")
+    console.rule("[bold]3. the winning run")
+    show_best(grid.best_run, console)
+    console.rule("[bold]4. features used")
     for name, what in {**REAL, **TINY}.items():
         tag = "[green]real[/green]" if name in REAL else "[yellow]untrained tiny[/yellow]"
         console.print(f"  {tag}  {name}: {what}")

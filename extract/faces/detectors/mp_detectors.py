@@ -8,8 +8,12 @@ points come from the mesh. Every frame is processed independently (no tracking s
 
 from __future__ import annotations
 
+import contextlib
 import importlib.util
 import math
+import os
+import sys
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any, ClassVar
 
@@ -56,6 +60,15 @@ class _MediaPipeDetector(FaceDetector):
     requires: ClassVar[tuple[str, ...]] = ("mediapipe",)
     #: Bundled files (relative to site-packages) the detector needs.
     files: ClassVar[tuple[str, ...]] = tuple(_BLAZEFACE_GRAPHS.values())
+    _warm = False  # graphs started (their start-up warnings are silenced once)
+
+    def detect(self, frames: np.ndarray) -> list[FaceDetections]:
+        if self._warm:
+            return super().detect(frames)
+        with silenced_stderr():
+            found = super().detect(frames)
+        self._warm = True
+        return found
 
     @classmethod
     def availability(cls) -> tuple[bool, str]:
@@ -68,6 +81,29 @@ class _MediaPipeDetector(FaceDetector):
                 # Releases after 0.10.21 dropped the bundled "solutions" models.
                 return False, f"mediapipe lacks {name}; install mediapipe==0.10.21"
         return True, ""
+
+
+@contextlib.contextmanager
+def silenced_stderr() -> Iterator[None]:
+    """File descriptor 2 to /dev/null: MediaPipe's C++ side prints import noise (a protobuf-7
+    ``MessageFactory`` message) and graph-start warnings there that Python logging cannot
+    filter. Python exceptions still propagate with their messages."""
+    sys.stderr.flush()
+    saved = os.dup(2)
+    try:
+        with open(os.devnull, "w") as null:
+            os.dup2(null.fileno(), 2)
+            yield
+    finally:
+        os.dup2(saved, 2)
+        os.close(saved)
+
+
+def quiet_mediapipe_import() -> None:
+    """Import MediaPipe's bindings once, quietly."""
+    if "mediapipe.python._framework_bindings" not in sys.modules:
+        with silenced_stderr():
+            import mediapipe.python._framework_bindings  # noqa: F401
 
 
 @register_detector("mediapipe_blazeface")
@@ -92,6 +128,7 @@ class MediaPipeBlazeFace(_MediaPipeDetector):
     def _detections(self, frame: np.ndarray) -> list[Any]:
         """BlazeFace ``Detection`` protos for ``frame``, best score first."""
         if self._detector is None:
+            quiet_mediapipe_import()
             from mediapipe.modules.face_detection import face_detection_pb2
             from mediapipe.python.solution_base import SolutionBase
 
@@ -147,6 +184,7 @@ class MediaPipeFaceMesh(MediaPipeBlazeFace):
 
     def _mesh_graph(self) -> Any:
         if self._mesh is None:
+            quiet_mediapipe_import()
             from google.protobuf import text_format
             from mediapipe.framework import calculator_pb2
             from mediapipe.python.solution_base import SolutionBase
