@@ -80,7 +80,8 @@ def _main(verbose: Annotated[int, typer.Option("--verbose", "-v", count=True,
 # ----------------------------------------------------------------------- list
 @app.command("list")
 def list_cmd(catalog: CatalogOpt = None) -> None:
-    """List the catalog's features and whether each can run here (and why not).
+    """List the catalog's features: available (implemented, packages present) and the weights
+    each will load, with whether they are on this machine (and how to get them if not).
 
     Example: extract list --catalog features.yaml
     """
@@ -88,14 +89,21 @@ def list_cmd(catalog: CatalogOpt = None) -> None:
 
     with _errors():
         rows = catalog_rows(catalog)
-    table = _table("features", ["name", "modality", "dim", "rate", "extractor", "weights",
-                                "available"])
+    table = _table("features", ["name", "modality", "dim", "rate", "extractor", "available",
+                                "weights (what it loads)", "weights here"])
+    missing = []
     for r in rows:
         extras = "".join(f" +{k}:{d}" for k, d in r["extras"].items())
         avail = "[green]yes[/green]" if r["available"] else f"[red]no[/red]: {r['reason']}"
+        here = "[green]yes[/green]" if r["weights_found"] else "[yellow]no[/yellow]"
+        if r["available"] and not r["weights_found"]:
+            missing.append(f"  {r['name']}: {r['reason']}")
         table.add_row(r["name"], r["modality"], f"{r['dim']}{extras}", str(r["rate"]),
-                      r["extractor"], str(r["weights"]), avail)
+                      r["extractor"], avail, str(r["weights"]), here if r["available"] else "")
     _out().print(table)
+    if missing:
+        _out().print("Weights not on this machine (give a local path with --weights NAME=PATH, "
+                     "features.yaml, or $EXTRACT_WEIGHTS_DIR):\n" + "\n".join(missing))
 
 
 # ------------------------------------------------------------------------ run
@@ -176,6 +184,8 @@ def print_summary(summary: Any) -> None:
                       f"{st.seconds:.1f}", f"{st.rows_per_s:.0f}")
     console = _out()
     console.print(table)
+    if s.faces:
+        print_faces(s.faces)
     if s.deferred:
         console.print(f"{s.deferred} input(s) left for a later run (--limit)")
     if s.busy:
@@ -189,6 +199,21 @@ def print_summary(summary: Any) -> None:
                           f"{f.message}", highlight=False, markup=False)
         if len(s.failures) > 20:
             console.print(f"  … and {len(s.failures) - 20} more")
+
+
+def print_faces(faces: dict[str, list[int]], show: int = 25) -> None:
+    """Share of frames with a face found, per clip (lowest first) and overall."""
+    frames = sum(n for n, _ in faces.values())
+    found = sum(k for _, k in faces.values())
+    table = _table(f"faces found: {found}/{frames} frames "
+                   f"({100.0 * found / max(1, frames):.1f}%) in {len(faces)} clips",
+                   ["clip", "frames", "with a face", "share"])
+    ranked = sorted(faces.items(), key=lambda kv: (kv[1][1] / max(1, kv[1][0]), kv[0]))
+    for video, (n, k) in ranked[:show]:
+        table.add_row(video, str(n), str(k), f"{100.0 * k / max(1, n):.1f}%")
+    if len(ranked) > show:
+        table.add_row(f"… {len(ranked) - show} more (summary.json)", "", "", "")
+    _out().print(table)
 
 
 # ------------------------------------------------------------------------- ls

@@ -21,7 +21,7 @@ def catalog_rows(catalog: str | Path | None = None) -> list[dict[str, Any]]:
                      "rate": spec.rate, "extractor": spec.extractor,
                      "weights": spec.weights or "-", "extras": dict(spec.extras),
                      "available": avail.available, "reason": avail.reason,
-                     "uses": avail.weights})
+                     "weights_found": avail.weights_found, "uses": avail.weights})
     return rows
 
 

@@ -26,27 +26,6 @@ TINY = {"densenet": "DenseNet (tiny config, untrained random weights)",
         "wav2vec2": "wav2vec 2.0 (tiny config, untrained random weights)"}
 
 
-def make_tiny_weights(folder: Path) -> dict[str, tuple[str, int]]:
-    """Seeded random tiny checkpoints in the formats users have; name → (path, dim)."""
-    import torch
-    from transformers import Wav2Vec2Config, Wav2Vec2Model
-
-    from extract.models.densenet import DenseNet
-
-    folder.mkdir(parents=True, exist_ok=True)
-    torch.manual_seed(0)
-    dense = DenseNet(growth_rate=8, block_config=(1, 1, 1, 1), num_init_features=16).eval()
-    with torch.no_grad():
-        dim = int(dense.forward_features(torch.zeros(1, 3, 224, 224)).shape[1])
-    torch.save(dense.state_dict(), folder / "densenet_tiny.pth")
-    cfg = Wav2Vec2Config(hidden_size=32, num_hidden_layers=2, num_attention_heads=2,
-                         intermediate_size=64, conv_dim=(32,) * 7,
-                         num_conv_pos_embeddings=16, num_conv_pos_embedding_groups=4)
-    Wav2Vec2Model(cfg).save_pretrained(folder / "wav2vec2_tiny")
-    return {"densenet": (str(folder / "densenet_tiny.pth"), dim),
-            "wav2vec2": (str(folder / "wav2vec2_tiny"), 32)}
-
-
 def extract_features(media: Path, store: Path, weights: dict[str, tuple[str, int]],
                      workers: int):
     from extract.runner import RunOptions, run
@@ -107,6 +86,7 @@ def main(argv: list[str] | None = None) -> int:
 
     from extract.cli import print_summary
     from extract.demo_media import main as make_media
+    from extract.tiny import make_tiny_weights
     from fuse.experiments.grid import load_grid
     from fuse.experiments.runner import print_ranking, run_grid
 

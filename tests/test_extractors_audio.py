@@ -147,7 +147,7 @@ def test_hf_speech_loads_ctc_checkpoint_and_reports_missing_hub_id(tmp_path):
                                atol=1e-6)
     hub = speech_spec("no-such-org/no-such-wav2vec2")
     status = EXTRACTORS.get("hf_speech").check(hub)
-    assert not status.available and "Hugging Face cache" in status.reason
+    assert not status.ready and "Hugging Face cache" in status.reason
 
 
 def test_hf_speech_layer_selection(speech_model):

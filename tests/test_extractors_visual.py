@@ -323,13 +323,13 @@ def test_availability(monkeypatch: pytest.MonkeyPatch, tmp_path: Path, vit_folde
     for spec in (_spec("vit", 32, vit_folder[1], 224), _spec("vit_mae", 32, mae_folder[1], 224),
                  _spec("densenet", 17, densenet_pth[1], 224)):
         state = availability(spec)
-        assert state.available, state.reason
-    for extractor in ("vit", "vit_mae"):
+        assert state.ready, state.reason
+    for extractor in ("vit", "vit_mae"):  # implemented, but the weights are not on this machine
         state = availability(_spec(extractor, 768, "nobody/no-such-face-model", 224))
-        assert not state.available
+        assert state.available and not state.weights_found and not state.ready
         assert "nobody/no-such-face-model is not in the Hugging Face cache" in state.reason
     state = availability(_spec("iresnet", 512, tmp_path / "ires100_backbone.pth", 112))
-    assert not state.available and "ires100_backbone.pth not found" in state.reason
+    assert not state.ready and "ires100_backbone.pth not found" in state.reason
 
 
 def test_resolved_config_hashes_folder(vit_folder: tuple[Any, Path]) -> None:

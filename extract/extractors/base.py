@@ -29,9 +29,15 @@ EXTRACTORS: Registry[type[Extractor]] = Registry("extractor")
 class Availability:
     """Whether a feature can run here, and which weights it would use."""
 
-    available: bool
-    reason: str  # why not (empty when available)
+    available: bool  # implemented, its packages importable, its options valid
+    reason: str  # why not, or why its weights are not here (empty when ready)
     weights: str  # what it will load, in words
+    weights_found: bool = True  # the weights are on this machine (or none are needed)
+
+    @property
+    def ready(self) -> bool:
+        """It can run here now."""
+        return self.available and self.weights_found
 
 
 @dataclass
@@ -114,19 +120,19 @@ class Extractor(ABC):
         if not cls.needs_weights:
             return Availability(True, "", "none needed")
         if not spec.weights:
-            return Availability(False, "no weights configured (set weights: in features.yaml "
-                                "or --weights NAME=PATH)", "-")
+            return Availability(True, "no weights configured (set weights: in features.yaml "
+                                "or --weights NAME=PATH)", "-", weights_found=False)
         local = resolve_local_weights(spec.weights)
         if local is not None:
             return Availability(True, "", str(local))
         if looks_like_hub_id(spec.weights):
             if hub_snapshot(spec.weights) is not None:
                 return Availability(True, "", f"{spec.weights} (hub cache)")
-            return Availability(False, f"{spec.weights} is not in the Hugging Face cache and "
+            return Availability(True, f"{spec.weights} is not in the Hugging Face cache and "
                                 "cannot be downloaded here; download it where there is internet "
-                                "or pass --weights NAME=PATH", spec.weights)
-        return Availability(False, f"checkpoint {spec.weights} not found (looked in the working "
-                            "folder and $EXTRACT_WEIGHTS_DIR)", spec.weights)
+                                "or pass --weights NAME=PATH", spec.weights, weights_found=False)
+        return Availability(True, f"checkpoint {spec.weights} not found (looked in the working "
+                            "folder and $EXTRACT_WEIGHTS_DIR)", spec.weights, weights_found=False)
 
     def weights_path(self) -> Path:
         """The local file or folder to load, or an error saying why there is none."""

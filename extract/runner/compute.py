@@ -38,6 +38,7 @@ class VideoResult:
     rows: dict[str, int] = field(default_factory=dict)  # feature → rows written
     seconds: dict[str, float] = field(default_factory=dict)  # feature / "faces" → compute time
     skipped: str | None = None  # "done" / "busy": another run finished / holds the video
+    faces: int | None = None  # frames with a face found (None: no face step ran)
 
 
 @dataclass
@@ -190,6 +191,7 @@ class VideoJob:
             return
         self._time("faces", t0)
         valid = np.asarray(faces.valid, dtype=bool)
+        self.result.faces = (self.result.faces or 0) + int(valid.sum())
         for name in live:
             extractor = self.ctx.extractors[name]
             t0 = time.perf_counter()

@@ -90,7 +90,7 @@ def resolve_features(options: RunOptions) -> list[RunFeature]:
     features = []
     for spec in resolve_specs(options, problems):
         avail = availability(spec)
-        if not avail.available:
+        if not avail.ready:
             problems.append(f"feature {spec.name!r} is unavailable: {avail.reason}")
             continue
         try:

@@ -45,6 +45,7 @@ class RunSummary:
     seconds: float = 0.0  # wall time of the run
     face_seconds: float = 0.0  # face step compute time (summed over workers)
     features: dict[str, FeatureStats] = field(default_factory=dict)
+    faces: dict[str, list[int]] = field(default_factory=dict)  # video → [frames, with a face]
     failures: list[Failure] = field(default_factory=list)
     interrupted: bool = False
 
@@ -129,6 +130,8 @@ class RunStats:
             return
         if result.done:
             self.records.add_written(task.video_id, result.done, result.rows)
+        if result.faces is not None:
+            s.faces[task.video_id] = [result.frames, result.faces]
         for name in result.done:
             st = s.features[name]
             st.done += 1
