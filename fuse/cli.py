@@ -118,6 +118,24 @@ def predict(run: Annotated[Path, typer.Option("--run", help="run folder")],
     _console().print(f"wrote {len(files)} file(s) under {out}")
 
 
+@app.command("ensemble")
+def ensemble_runs(
+        runs: Annotated[list[Path], typer.Argument(help="run folders (2 or more)",
+                                                   show_default=False)],
+        out: Annotated[Path, typer.Option("--out", help="ensemble folder")],
+        split: Annotated[str, typer.Option("--split", help="val | test | val,test")] = "val",
+        combine: Annotated[str, typer.Option("--combine", help="auto | vote | mean | "
+                                                               "prob_mean")] = "auto",
+        weighted: Annotated[bool, typer.Option("--weighted", help="weight runs by their "
+                                                                  "validation score")] = False,
+        ) -> None:
+    """Combine runs' saved outputs (vote / mean), score them beside each run, write submissions."""
+    from fuse.experiments.ensemble import ensemble, ensemble_table
+
+    result = _guard(lambda: ensemble(runs, out, split, combine, weighted))
+    _console().print(ensemble_table(result))
+
+
 @app.command("list")
 def list_components() -> None:
     """Registered tasks, encoders, label formats, fill policies, alignments, presets."""

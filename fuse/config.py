@@ -64,6 +64,8 @@ class LabelConfig:
     split_column: str = "split"  # csv: split column, used if present
     targets: list[str] = field(default_factory=list)  # csv: target columns; [] = the rest
     classes: list[str] = field(default_factory=list)  # csv classification: class names
+    train_val_mix: bool = False  # Train-Val-Mix (002 / 004): val videos join training; no
+    #                              validation score, no early stop; needs train.snapshot_epochs
 
 
 @dataclass
@@ -128,6 +130,11 @@ class TrainConfig:
     device: str = "auto"  # auto | cpu | cuda | cuda:N
     amp: bool = True  # bf16 autocast on CUDA (ignored on CPU)
     threads: int = 0  # torch CPU threads; 0 = torch's default
+    snapshot_epochs: list[int] = field(default_factory=list)  # [first, last] epochs (1-based,
+    #   inclusive) kept as snapshots whose outputs are combined (004: 16-25 arousal, 11-16
+    #   valence); training stops after last; only with labels.train_val_mix; [] = none
+    snapshot_combine: str = "auto"  # snapshots' outputs: auto | mean | prob_mean | vote
+    #                                 (auto: mean for values, vote for classes, prob_mean AUs)
 
 
 @dataclass

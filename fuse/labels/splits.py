@@ -32,6 +32,14 @@ def assign_splits(labels: LabelSet, cfg: LabelConfig) -> dict[str, str]:
     return {**given, **made}
 
 
+def mix_train_val(splits: dict[str, str]) -> dict[str, str]:
+    """Train-Val-Mix (papers 002 / 004): the val videos join the training split; test stays."""
+    mixed = {v: "train" if s == "val" else s for v, s in splits.items()}
+    moved = sum(s == "val" for s in splits.values())
+    log.info("train-val mix: %d val videos join training (%s)", moved, _counts(mixed))
+    return mixed
+
+
 def make_splits(videos: list[str], groups: dict[str, str], cfg: LabelConfig) -> dict[str, str]:
     """Shuffle the groups with ``split_seed``; test first, then val (a fraction or one fold)."""
     order = _shuffled(sorted(set(groups.values())), cfg.split_seed)

@@ -23,6 +23,7 @@ from fuse.training.ema import EMA
 from fuse.training.inference import autocast, predict_videos, score_videos
 from fuse.training.optim import build_optimizer, lr_at, set_lr
 from fuse.training.seed import epoch_rng
+from fuse.training.snapshots import checkpoint_path, window
 
 log = logging.getLogger(__name__)
 
@@ -52,7 +53,9 @@ class TrainState:
 
 
 def fit(job: Job, resume: bool = False) -> TrainState:
-    """Train on the train split, select on val; writes log.csv, best.pt and last.pt."""
+    """Train on the train split, select on val; writes log.csv, best.pt and last.pt, and
+    ``snapshots/epoch_NNN.pt`` for the epochs of ``train.snapshot_epochs`` (Train-Val-Mix:
+    no val split, training stops after the window)."""
     cfg, model, task = job.cfg.train, job.model, job.task
     device = job.batcher.device
     opt = build_optimizer(model, cfg)
@@ -61,8 +64,12 @@ def fit(job: Job, resume: bool = False) -> TrainState:
     epoch_log = EpochLog(job.run.log, state.epoch)
     train_videos, val_videos = job.data.indices("train"), job.data.indices("val")
     val_targets = [job.data.targets_of(v) for v in val_videos]
+    snapshots = window(cfg)
+    end = min(cfg.epochs, snapshots[-1]) if snapshots else cfg.epochs
+    if end < cfg.epochs:
+        log.info("training stops after epoch %d, the last snapshot", end)
 
-    for epoch in range(state.epoch, cfg.epochs):
+    for epoch in range(state.epoch, end):
         started, gathered = time.perf_counter(), job.batcher.seconds
         model.train()
         steps = job.planner.plan(train_videos, epoch_rng(cfg.seed, epoch))
@@ -93,8 +100,11 @@ def fit(job: Job, resume: bool = False) -> TrainState:
         data_seconds = job.batcher.seconds - gathered  # of which gathering batches
 
         eval_model = ema.shadow if ema is not None else model
-        preds = predict_videos(eval_model, task, job.batcher, job.planner, val_videos, cfg.amp)
-        score = score_videos(task, preds, val_targets).get("score", float("nan"))
+        score = float("nan")
+        if len(val_videos):
+            preds = predict_videos(eval_model, task, job.batcher, job.planner, val_videos,
+                                   cfg.amp)
+            score = score_videos(task, preds, val_targets).get("score", float("nan"))
         eval_seconds = time.perf_counter() - started - train_seconds
         state.epoch = epoch + 1
         improved = not math.isnan(score) and score > state.best_score
@@ -104,6 +114,12 @@ def fit(job: Job, resume: bool = False) -> TrainState:
                                            "epoch": state.epoch, "score": score})
         else:
             state.bad_epochs += 1
+        if state.epoch in snapshots:
+            snapshot = checkpoint_path(job.run.root, state.epoch)
+            snapshot.parent.mkdir(exist_ok=True)
+            save_checkpoint(snapshot,
+                            {**job.meta, "model": eval_model.state_dict(), "epoch": state.epoch,
+                             "score": score})
         save_checkpoint(job.run.last, {
             **job.meta, "model": eval_model.state_dict(), "raw_model": model.state_dict(),
             "ema": ema.shadow.state_dict() if ema else None, "optimizer": opt.state_dict(),
@@ -118,8 +134,9 @@ def fit(job: Job, resume: bool = False) -> TrainState:
         if cfg.patience and state.bad_epochs >= cfg.patience:
             log.info("early stop: no better val score for %d epochs", cfg.patience)
             break
-    if state.best_epoch == 0:  # never a finite score (e.g. no labelled val frames): keep last
-        save_checkpoint(job.run.best, {**job.meta, "model": model.state_dict(),
+    if state.best_epoch == 0:  # never a finite score (no labelled val frames, train-val mix):
+        final = ema.shadow if ema is not None else model  # keep the last (evaluated) weights
+        save_checkpoint(job.run.best, {**job.meta, "model": final.state_dict(),
                                        "epoch": state.epoch, "score": float("nan")})
     return state
 

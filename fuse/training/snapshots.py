@@ -1,0 +1,128 @@
+"""Train-Val-Mix snapshots (papers 002 / 004): keep a fixed window of epochs, combine outputs.
+
+With ``labels.train_val_mix`` there is no validation split to pick a model, so the weights of
+epochs ``train.snapshot_epochs = [first, last]`` are kept (``snapshots/epoch_NNN.pt``, EMA
+weights when enabled) and their post-processed outputs are combined with the ensemble
+combiners (``train.snapshot_combine``). Post-processing cannot be tuned: clip, plus smoothing
+only when ``post.windows`` names a single window; AU thresholds stay 0.5.
+"""
+
+from __future__ import annotations
+
+import logging
+from pathlib import Path
+
+import numpy as np
+
+from fuse.config import FuseConfig, PostConfig, TrainConfig
+
+log = logging.getLogger(__name__)
+FOLDER = "snapshots"
+
+
+def window(cfg: TrainConfig) -> list[int]:
+    """The snapshot epochs (1-based, inclusive window); [] when none are kept."""
+    if len(cfg.snapshot_epochs) != 2:
+        return []
+    first, last = cfg.snapshot_epochs
+    return list(range(first, last + 1))
+
+
+def checkpoint_path(root: Path, epoch: int) -> Path:
+    return root / FOLDER / f"epoch_{epoch:03d}.pt"
+
+
+def outputs_path(root: Path, epoch: int, split: str) -> Path:
+    """One snapshot's outputs on one split (same format as ``predictions/<split>_outputs.npz``)."""
+    return root / FOLDER / f"epoch_{epoch:03d}_{split}_outputs.npz"
+
+
+def check(cfg: FuseConfig) -> list[str]:
+    """Problems with Train-Val-Mix and the snapshot window, all at once."""
+    from fuse.experiments.ensemble import AUTO, COMBINERS
+    from fuse.tasks import TASKS
+
+    p: list[str] = []
+    lab, t = cfg.labels, cfg.train
+    snaps = t.snapshot_epochs
+    if lab.train_val_mix:
+        if not snaps:
+            p.append("labels.train_val_mix: needs train.snapshot_epochs=[first,last], the epochs "
+                     "whose snapshots are combined (no validation split picks a model; paper "
+                     "004: [16,25] for arousal, [11,16] for valence)")
+        if t.patience:
+            p.append(f"train.patience: early stopping needs a validation score and "
+                     f"labels.train_val_mix has none; set 0 (got {t.patience})")
+        if lab.folds or lab.official_val_fold:
+            p.append(f"labels.train_val_mix: trains on train + val together; labels.folds="
+                     f"{lab.folds} (k-fold validation) contradicts it")
+    elif snaps:
+        p.append(f"train.snapshot_epochs: {snaps} is only used with labels.train_val_mix=true "
+                 "(a run with a validation split keeps its best epoch)")
+    if snaps:
+        if len(snaps) != 2:
+            p.append(f"train.snapshot_epochs: give [first, last], got {snaps}")
+        else:
+            first, last = snaps
+            if not 1 <= first <= last:
+                p.append(f"train.snapshot_epochs: need 1 <= first <= last, got {snaps}")
+            if last > t.epochs:
+                p.append(f"train.snapshot_epochs: the window {snaps} ends after train.epochs="
+                         f"{t.epochs}")
+    name = t.snapshot_combine
+    if name != "auto" and name not in COMBINERS:
+        p.append(f"train.snapshot_combine: unknown {COMBINERS.kind} {name!r}; known: auto, "
+                 f"{', '.join(COMBINERS.names())}")
+    elif name != "auto" and cfg.task.name in TASKS:
+        kind = TASKS.get(cfg.task.name).label_kind
+        if kind not in COMBINERS.get(name).kinds:
+            fits = [n for n in COMBINERS.names() if kind in COMBINERS.get(n).kinds]
+            p.append(f"train.snapshot_combine: {name!r} does not apply to {kind} outputs "
+                     f"(task {cfg.task.name!r}); use auto ({AUTO[kind]}) or one of "
+                     f"{', '.join(fits)}")
+    return p
+
+
+def fixed_post(task, cfg: PostConfig):
+    """Post-processing without validation: clip, one fixed smoothing window if given."""
+    from fuse.post.pipeline import PostProcess, parse_clip
+
+    windows = None
+    if cfg.smooth and task.smoothing != "none" and len(cfg.windows) == 1 and cfg.windows[0] > 1:
+        windows = [cfg.windows[0]] * len(task.targets)
+    elif cfg.smooth and len(cfg.windows) > 1:
+        log.info("train-val mix: no validation split to choose among post.windows %s; no "
+                 "smoothing (give one window to smooth)", cfg.windows)
+    return PostProcess(clip=parse_clip(cfg.clip, task), windows=windows)
+
+
+def snapshot_outputs(model, task, batcher, planner, videos: dict[str, np.ndarray], root: Path,
+                     epochs: list[int], post, amp: bool) -> dict[int, dict[str, list]]:
+    """Post-processed outputs of every snapshot: epoch → split → per video (N_v, P)."""
+    from fuse.training.checkpoint import load_checkpoint
+    from fuse.training.inference import predict_videos
+
+    out = {}
+    for epoch in epochs:
+        model.load_state_dict(load_checkpoint(checkpoint_path(root, epoch))["model"])
+        out[epoch] = {s: [post.apply(p) for p in predict_videos(model, task, batcher, planner,
+                                                                 v, amp)]
+                      for s, v in videos.items()}
+    return out
+
+
+def combine_snapshots(per_epoch: dict[int, dict[str, list]], kind: str,
+                      method: str) -> dict[str, list[np.ndarray]]:
+    """The snapshots' outputs combined (the ensemble combiners), per split and video."""
+    from fuse.experiments.ensemble import combine
+
+    first = next(iter(per_epoch.values()))
+    out: dict[str, list[np.ndarray]] = {}
+    for split, blocks in first.items():
+        if not blocks:
+            out[split] = []
+            continue
+        cuts = np.cumsum([len(b) for b in blocks])[:-1]
+        merged = combine([np.concatenate(e[split]) for e in per_epoch.values()], kind, method)
+        out[split] = np.split(merged, cuts)
+    return out
