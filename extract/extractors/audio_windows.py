@@ -29,7 +29,7 @@ import numpy as np
 
 from extract.catalog import FeatureSpec
 from extract.errors import ConfigError
-from extract.extractors.base import AudioExtractor, AudioRows, Availability
+from extract.extractors.base import AudioExtractor, AudioRows
 
 if TYPE_CHECKING:
     import torch
@@ -240,14 +240,6 @@ class TorchAudioExtractor(AudioExtractor):
     @classmethod
     def check_options(cls, spec: FeatureSpec) -> None:
         """Raise ConfigError for a bad option value (hook)."""
-
-    @classmethod
-    def check(cls, spec: FeatureSpec) -> Availability:
-        try:
-            cls.validate(spec)
-        except ConfigError as exc:
-            return Availability(False, str(exc), str(spec.weights))
-        return super().check(spec)
 
     def option(self, key: str) -> Any:
         """``spec.options[key]``, else the extractor's default."""

@@ -19,7 +19,7 @@ from typing import Any, ClassVar
 import numpy as np
 
 from extract.catalog import FeatureSpec, resolve_local_weights
-from extract.errors import UnavailableError
+from extract.errors import ConfigError, UnavailableError
 from extract.registry import Registry
 
 EXTRACTORS: Registry[type[Extractor]] = Registry("extractor")
@@ -107,12 +107,23 @@ class Extractor(ABC):
     # ------------------------------------------------------------ availability
     @classmethod
     def check(cls, spec: FeatureSpec) -> Availability:
-        """Can ``spec`` run here? Checks modules first, then weights."""
+        """Can ``spec`` run here? Checks modules, then the spec (:meth:`validate`), then
+        weights."""
         missing = [m for m in cls.requires if importlib.util.find_spec(m) is None]
         if missing:
             return Availability(False, f"missing packages: {', '.join(missing)}",
                                 str(spec.weights))
+        try:
+            cls.validate(spec)
+        except ConfigError as exc:
+            return Availability(False, str(exc), str(spec.weights))
         return cls.check_weights(spec)
+
+    @classmethod
+    def validate(cls, spec: FeatureSpec) -> None:
+        """Raise :class:`ConfigError` listing every problem with ``spec`` (options, extras);
+        an optional hook, the base accepts every spec."""
+        return None
 
     @classmethod
     def check_weights(cls, spec: FeatureSpec) -> Availability:

@@ -15,7 +15,7 @@ import numpy as np
 
 from extract.catalog import FeatureSpec
 from extract.errors import ConfigError
-from extract.extractors.base import Availability, VisualExtractor
+from extract.extractors.base import VisualExtractor
 
 if TYPE_CHECKING:
     import torch
@@ -101,14 +101,6 @@ class TorchVisualExtractor(VisualExtractor):
                             f"{list(cls.EXTRAS) or 'none'})")
         if problems:
             raise ConfigError(f"feature {spec.name!r}: " + "; ".join(problems))
-
-    @classmethod
-    def check(cls, spec: FeatureSpec) -> Availability:
-        try:
-            cls.validate(spec)
-        except ConfigError as exc:
-            return Availability(False, str(exc), str(spec.weights))
-        return super().check(spec)
 
     def option(self, key: str) -> Any:
         """``spec.options[key]``, else the extractor's default."""
