@@ -284,9 +284,9 @@ def verify_cmd(store: StoreOpt) -> None:
 # ----------------------------------------------------- import / export / claims
 @app.command("import")
 def import_cmd(
-    format: Annotated[str, typer.Argument(help="Reader: csv, h5 or npy.")],
-    name: Annotated[str, typer.Argument(help="Feature name to import into.")],
-    source: Annotated[Path, typer.Argument(help="File or folder to import.")],
+    format: Annotated[str, typer.Option("--format", help="Reader: csv, h5 or npy.")],
+    name: Annotated[str, typer.Option("--name", help="Feature name to import into.")],
+    source: Annotated[Path, typer.Option("--source", help="File or folder to import.")],
     store: StoreOpt,
     modality: Annotated[str | None, typer.Option(help="visual or audio (default: from the "
                                                  "files' metadata).")] = None,
@@ -318,8 +318,9 @@ def import_cmd(
 
     Every input is checked first; with a bad one nothing is imported (unless --skip-bad).
 
-    Example: extract import csv vggface muse/vggface --fps 4 --modality visual --store features.zarr
-    """  # noqa: E501
+    Example: extract import --format csv --name vggface --source muse/vggface --fps 4
+    --modality visual --store features.zarr
+    """
     from extract.io.cli_commands import import_cmd as body
 
     with _errors():
