@@ -178,6 +178,8 @@ def grid(grid_file: Annotated[Path | None, typer.Option("--grid", help="grid YAM
          seeds: Annotated[str | None, typer.Option("--seeds", help="0,1,2")] = None,
          folds: Annotated[int | None, typer.Option("--folds", help="k-fold cross-validation "
                                                    "grouped by labels.group_by")] = None,
+         ensemble_top: Annotated[int | None, typer.Option(
+             "--ensemble-top", help="then ensemble the best run of the K best cells")] = None,
          workers: Annotated[int, typer.Option(help="parallel CPU jobs")] = 1,
          gpus: Annotated[int, typer.Option(help="parallel jobs, one per GPU")] = 0,
          backend: Annotated[str, typer.Option(help="local | ray")] = "local",
@@ -212,6 +214,8 @@ def grid(grid_file: Annotated[Path | None, typer.Option("--grid", help="grid YAM
         raw["seeds"] = [int(x) for x in _split(seeds) or []]
     if folds is not None:
         raw["folds"] = folds
+    if ensemble_top is not None:
+        raw["ensemble_top"] = ensemble_top
     spec = _guard(lambda: load_grid(raw))
     outcome = run_grid(spec, out, workers=workers, gpus=gpus, backend=backend,
                        ray_address=ray_address)

@@ -5,8 +5,9 @@
    registry package), ``egemaps`` and ``fbank`` (openSMILE / log-mel, no weights), and two
    backbones with *untrained tiny configs* (``densenet``, ``wav2vec2``: real architectures,
    random weights made here, since no pretrained weights can be downloaded on this machine);
-3. an ablation grid over visual × audio feature combinations with two seeds (valence/arousal,
-   LSTM, CCC), ranked, with a heatmap and seed error bars;
+3. an ablation grid over visual × audio feature combinations with three seeds
+   (valence/arousal, LSTM, CCC), ranked, with a heatmap and seed error bars, and an ensemble
+   of the best run of the three best cells beside its members;
 4. the winning cell's metrics table and plots; which features used real weights and which not.
 """
 
@@ -52,6 +53,7 @@ def grid_file(store: Path, labels: Path, epochs: int, seeds: int) -> dict:
         "visual_from": {"features": ["fer", "densenet"], "min": 1, "max": 2},
         "audio": [[], ["egemaps"], ["wav2vec2"]],
         "seeds": list(range(seeds)),
+        "ensemble_top": 3,
     }
 
 

@@ -87,8 +87,8 @@ def test_subsets_and_expansion(planted, tmp_path):
 
 
 def test_grid_ranks_the_planted_best_combination_first(planted, tmp_path):
-    outcome = run_grid(load_grid(_grid(*planted, seeds=[0, 1])), tmp_path / "g", workers=2,
-                       progress=False)
+    outcome = run_grid(load_grid(_grid(*planted, seeds=[0, 1], ensemble_top=2)), tmp_path / "g",
+                       workers=2, progress=False)
     assert outcome.ok, [r.error for r in outcome.failed]
     top = outcome.ranking.iloc[0]
     assert (top.visual, top.audio) == ("vgood", "agood")
@@ -99,6 +99,11 @@ def test_grid_ranks_the_planted_best_combination_first(planted, tmp_path):
         assert outcome.files[name].is_file(), name
     assert "vgood" in outcome.files["markdown"].read_text()
     assert outcome.best_run is not None and (outcome.best_run / "metrics.json").is_file()
+    # the best run of the two best cells, ensembled and scored beside them
+    assert outcome.top_runs(2)[0] == outcome.best_run and len(outcome.top_runs(2)) == 2
+    result = outcome.ensemble
+    assert result is not None and (tmp_path / "g" / "ensemble" / "ensemble.json").is_file()
+    assert set(result.scores["val"]) == {"ensemble", *result.names}
 
 
 def test_killed_grid_resumes_without_rerunning_finished_jobs(planted, tmp_path):

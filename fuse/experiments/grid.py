@@ -11,6 +11,7 @@ A grid file (YAML) holds a base run config and the axes::
     params: {train.lr: [1.0e-4, 3.0e-4]}
     folds: 5                      # k-fold cross-validation grouped by labels.group_by
     official_val_fold: true       # the last fold is the official validation split (002/004)
+    ensemble_top: 3               # then ensemble the best run of the 3 best cells
 
 Every cell is one job (:mod:`fuse.experiments.jobs`): finished jobs are skipped on a re-run, a
 failing one is recorded and the grid goes on. :mod:`fuse.experiments.results` ranks them.
@@ -42,6 +43,7 @@ class GridSpec:
     folds: int = 0  # k-fold cross-validation (0 = the labels' own splits)
     official_val_fold: bool = False  # with folds: the last fold is the official val split
     metric: str = "score"  # the validation metric that ranks the cells
+    ensemble_top: int = 0  # ensemble the best run of the k best cells (0 = no ensemble)
 
 
 def subsets(features: list[str], min_size: int = 1, max_size: int | None = None) -> list[list[str]]:
@@ -65,7 +67,7 @@ def load_grid(path_or_dict: str | Path | dict[str, Any]) -> GridSpec:
     raw = (dict(path_or_dict) if isinstance(path_or_dict, dict)
            else yaml.safe_load(Path(path_or_dict).read_text()) or {})
     known = {"base", "overrides", "visual", "visual_from", "audio", "audio_from", "encoders",
-             "seeds", "params", "folds", "official_val_fold", "metric"}
+             "seeds", "params", "folds", "official_val_fold", "metric", "ensemble_top"}
     problems = [f"unknown grid key {k!r}; known: {sorted(known)}" for k in raw if k not in known]
     base: dict[str, Any] = {}
     for layer in raw.get("base") if isinstance(raw.get("base"), list) else [raw.get("base")]:
@@ -80,7 +82,8 @@ def load_grid(path_or_dict: str | Path | dict[str, Any]) -> GridSpec:
                     params={k: list(v) for k, v in (raw.get("params") or {}).items()},
                     folds=int(raw.get("folds", 0)),
                     official_val_fold=bool(raw.get("official_val_fold", False)),
-                    metric=str(raw.get("metric", "score")))
+                    metric=str(raw.get("metric", "score")),
+                    ensemble_top=int(raw.get("ensemble_top", 0)))
     problems += check_grid(spec)
     if problems:
         raise ConfigError(problems)
@@ -93,6 +96,8 @@ def check_grid(spec: GridSpec) -> list[str]:
         problems.append("the grid has no feature combination (give visual and/or audio)")
     if spec.folds == 1 or spec.folds < 0:
         problems.append(f"folds must be 0 or at least 2, got {spec.folds}")
+    if spec.ensemble_top and spec.folds:
+        problems.append("ensemble_top needs the labels' own val split (not folds)")
     if spec.official_val_fold and spec.folds < 2:
         problems.append("official_val_fold needs folds >= 2")
     for key, values in spec.params.items():

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import dataclasses
+import json
 import logging
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -24,6 +25,7 @@ class GridOutcome:
     files: dict[str, Path] = field(default_factory=dict)
     ranking: Any = None  # pandas DataFrame, best cell first
     metric: str = "score"
+    ensemble: Any = None  # EnsembleResult of the top cells (spec.ensemble_top), or None
 
     @property
     def failed(self) -> list[JobResult]:
@@ -36,20 +38,25 @@ class GridOutcome:
     @property
     def best_run(self) -> Path | None:
         """The run folder of the best cell's best seed/fold."""
+        runs = self.top_runs(1)
+        return runs[0] if runs else None
+
+    def top_runs(self, k: int) -> list[Path]:
+        """The best seed's run folder of each of the ``k`` best cells, best first."""
         if self.ranking is None or self.ranking.empty:
-            return None
-        top = self.ranking.iloc[0]
-        best = None
+            return []
+        best: dict[tuple, tuple[float, Path]] = {}
         for r in self.results:
             if r.status == "failed" or not r.result:
                 continue
             meta = r.result["meta"]
-            same = ("+".join(meta["visual"]) or "-", "+".join(meta["audio"]) or "-",
-                    meta["encoder"]) == (top.visual, top.audio, top.encoder)
+            cell = ("+".join(meta["visual"]) or "-", "+".join(meta["audio"]) or "-",
+                    meta["encoder"], json.dumps(meta["params"], sort_keys=True))
             score = r.result["metrics"].get("val", {}).get(self.metric, float("-inf"))
-            if same and (best is None or score > best[0]):
-                best = (score, Path(r.result["run"]))
-        return best[1] if best else None
+            if cell not in best or score > best[cell][0]:
+                best[cell] = (score, Path(r.result["run"]))
+        cells = self.ranking[["visual", "audio", "encoder", "params"]].head(k)
+        return [best[c][1] for c in map(tuple, cells.itertuples(index=False)) if c in best]
 
 
 def run_grid(spec: GridSpec, out: str | Path, *, workers: int = 1, gpus: int = 0,
@@ -66,7 +73,40 @@ def run_grid(spec: GridSpec, out: str | Path, *, workers: int = 1, gpus: int = 0
     results = run_jobs(grid_job, jobs, backend=backend, workers=workers, gpus=gpus,
                        ray_address=ray_address, progress=progress)
     files, rank_df = write_results(results, out, spec.metric)
-    return GridOutcome(out, results, files, rank_df, spec.metric)
+    outcome = GridOutcome(out, results, files, rank_df, spec.metric)
+    if spec.ensemble_top >= 2:
+        outcome.ensemble = ensemble_top(outcome, spec.ensemble_top)
+    return outcome
+
+
+def ensemble_top(outcome: GridOutcome, k: int) -> Any:
+    """Ensemble the best run of each of the ``k`` best cells on the validation split (and
+    the test split when the runs predicted one) into ``out/ensemble``."""
+    from fuse.experiments.ensemble import ensemble
+
+    runs = outcome.top_runs(k)
+    if len(runs) < 2:
+        log.warning("ensemble_top: fewer than 2 finished cells; no ensemble")
+        return None
+    splits = [s for s in ("val", "test") if (runs[0] / "predictions" / f"{s}_outputs.npz")
+              .is_file()]
+    try:
+        return ensemble(runs, outcome.out / "ensemble", splits)
+    except Exception as exc:  # e.g. cells that kept different videos: reported, grid stands
+        log.error("ensemble of the top %d cells failed: %s", k, exc)
+        return None
+
+
+def score_meaning(outcome: GridOutcome) -> str:
+    """What the ranking's score is, read off a finished run (e.g. "mean ccc of 2 targets")."""
+    for r in outcome.results:
+        if r.status != "failed" and r.result:
+            keys = [k for k in r.result["metrics"].get("val", {}) if "/" in k
+                    and not k.startswith("raw/")]
+            kinds = sorted({k.split("/")[0] for k in keys})
+            if kinds:
+                return f"mean {'/'.join(kinds)} of {len(keys) // len(kinds)} targets"
+    return outcome.metric
 
 
 def print_ranking(outcome: GridOutcome, console: Any, top: int = 10) -> None:
@@ -74,7 +114,8 @@ def print_ranking(outcome: GridOutcome, console: Any, top: int = 10) -> None:
     from rich.table import Table
 
     df = outcome.ranking
-    table = Table(title=f"grid ranking (val {outcome.metric}, mean ± std over seeds/folds)")
+    table = Table(title=f"grid ranking: val score ({score_meaning(outcome)}), mean ± std over "
+                        "seeds/folds")
     for col in ("rank", "visual", "audio", "encoder", "params", "val", "test", "n"):
         table.add_column(col, justify="right" if col in ("rank", "val", "test", "n") else "left")
     if df is not None and not df.empty:
@@ -100,3 +141,7 @@ def print_ranking(outcome: GridOutcome, console: Any, top: int = 10) -> None:
         console.print(f"  {name}: {path}")
     if outcome.best_run is not None:
         console.print(f"  best run: {outcome.best_run}")
+    if outcome.ensemble is not None:
+        from fuse.experiments.ensemble import ensemble_table
+
+        console.print(ensemble_table(outcome.ensemble))
