@@ -8,6 +8,7 @@ carry no learned meaning: say so wherever they are used.
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
 
@@ -29,5 +30,10 @@ def make_tiny_weights(folder: str | Path, seed: int = 0) -> dict[str, tuple[str,
                          intermediate_size=64, conv_dim=(32,) * 7,
                          num_conv_pos_embeddings=16, num_conv_pos_embedding_groups=4)
     Wav2Vec2Model(cfg).save_pretrained(folder / "wav2vec2_tiny")
+    # the preprocessor file a hub checkpoint carries: normalise each waveform, 16 kHz
+    (folder / "wav2vec2_tiny" / "preprocessor_config.json").write_text(json.dumps({
+        "feature_extractor_type": "Wav2Vec2FeatureExtractor", "do_normalize": True,
+        "feature_size": 1, "padding_side": "right", "padding_value": 0.0,
+        "return_attention_mask": False, "sampling_rate": 16000}, indent=2))
     return {"densenet": (str(folder / "densenet_tiny.pth"), dim),
             "wav2vec2": (str(folder / "wav2vec2_tiny"), 32)}
