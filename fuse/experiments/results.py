@@ -88,12 +88,16 @@ def heatmap(rank_df, out: Path, metric: str) -> Path | None:
     plt = _pyplot()
     best = rank_df.groupby(["visual", "audio"])["val_mean"].max().unstack("audio")
     fig, ax = plt.subplots(figsize=(1.6 + 1.3 * best.shape[1], 1.2 + 0.5 * best.shape[0]))
-    im = ax.imshow(best.to_numpy(dtype=float), cmap="viridis", aspect="auto")
+    values = best.to_numpy(dtype=float)
+    im = ax.imshow(values, cmap="viridis", aspect="auto")
     ax.set_xticks(range(best.shape[1]), best.columns, rotation=30, ha="right")
     ax.set_yticks(range(best.shape[0]), best.index)
-    for (i, j), v in np.ndenumerate(best.to_numpy(dtype=float)):
-        if np.isfinite(v):
-            ax.text(j, i, f"{v:.3f}", ha="center", va="center", color="w", fontsize=8)
+    lo, hi = np.nanmin(values), np.nanmax(values)
+    for (i, j), v in np.ndenumerate(values):
+        if np.isfinite(v):  # dark text on the bright (yellow) end of viridis
+            light = hi > lo and (v - lo) / (hi - lo) > 0.6
+            ax.text(j, i, f"{v:.3f}", ha="center", va="center", fontsize=8,
+                    color="black" if light else "white")
     ax.set_xlabel("audio features")
     ax.set_ylabel("visual features")
     ax.set_title(f"val {metric} (mean over seeds, best cell)")
