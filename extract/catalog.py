@@ -62,7 +62,7 @@ def load_catalog(path: str | Path | None = None) -> dict[str, FeatureSpec]:
         raise ConfigError(f"feature catalog {path} not found (set ${CATALOG_ENV} or pass "
                           "--catalog)")
     raw = yaml.safe_load(path.read_text()) or {}
-    entries = raw.get("features")
+    entries = raw.get("features") if isinstance(raw, dict) else None
     if not isinstance(entries, dict):
         raise ConfigError(f"{path}: expected a top-level 'features:' mapping")
     specs, problems = {}, []
@@ -90,8 +90,20 @@ def parse_spec(name: str, entry: Any) -> FeatureSpec:
     if entry["modality"] not in MODALITIES:
         raise ConfigError(f"feature {name!r}: modality {entry['modality']!r} is not one of "
                           f"{MODALITIES}")
-    if not isinstance(entry["dim"], int) or entry["dim"] <= 0:
+    if not _positive_int(entry["dim"]):
         raise ConfigError(f"feature {name!r}: dim must be a positive integer, got {entry['dim']!r}")
+    for key in ("input", "options", "extras"):
+        if not isinstance(entry.get(key, {}), dict):
+            raise ConfigError(f"feature {name!r}: {key} must be a mapping, got "
+                              f"{entry[key]!r}")
+    bad_extras = {k: d for k, d in entry.get("extras", {}).items() if not _positive_int(d)}
+    if bad_extras:
+        raise ConfigError(f"feature {name!r}: extras dims must be positive integers, got "
+                          f"{bad_extras}")
+    size = entry.get("input", {}).get("face_size")
+    if size is not None and not _positive_int(size):
+        raise ConfigError(f"feature {name!r}: input.face_size must be a positive integer, got "
+                          f"{size!r}")
     rate = entry.get("rate", "frames")
     if rate != "frames" and not (isinstance(rate, int | float) and rate > 0):
         raise ConfigError(f"feature {name!r}: rate must be 'frames' or a positive number, "
@@ -100,6 +112,10 @@ def parse_spec(name: str, entry: Any) -> FeatureSpec:
     if spec.modality == "visual" and not spec.face_size:
         raise ConfigError(f"feature {name!r}: a visual feature needs input.face_size")
     return spec
+
+
+def _positive_int(value: Any) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool) and value > 0
 
 
 def parse_value(text: str) -> Any:

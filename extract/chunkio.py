@@ -38,6 +38,8 @@ def read_meta(folder: Path) -> dict[str, Any] | None:
         return json.loads((folder / META).read_bytes())
     except FileNotFoundError:
         return None
+    except ValueError as exc:  # a torn or corrupt document (e.g. a killed writer)
+        raise StoreError(f"{folder / META} is not valid JSON: {exc}") from exc
 
 
 @functools.lru_cache(maxsize=32)

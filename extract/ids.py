@@ -90,6 +90,8 @@ def discover(root: str | Path, kinds: tuple[str, ...] = KINDS) -> list[MediaItem
         return _items_for_files(root.parent, [root], kinds)
     files: list[Path] = []
     folders: list[MediaItem] = []
+    if "images" in kinds and _frame_files(root):  # the input is itself one frame folder
+        return [MediaItem(root.name, root, "images", len(_frame_files(root)))]
     for path in sorted(root.rglob("*")):
         if path.is_dir() and "images" in kinds:
             frames = _frame_files(path)

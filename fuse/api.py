@@ -28,7 +28,8 @@ class RunResult:
 
     out_dir: Path  # the run folder
     best_epoch: int  # epoch (1-based) of best.pt
-    best_score: float  # its validation score (before post-processing)
+    best_score: float | None  # its validation score (before post-processing); None in a
+    #                            Train-Val-Mix run, which has no validation split
     metrics: dict[str, Any]  # the content of metrics.json
     config: FuseConfig  # the resolved config
     files: list[Path] = field(default_factory=list)  # prediction files written
@@ -155,7 +156,8 @@ def train(config: FuseConfig | dict[str, Any], *, resume: bool = False) -> RunRe
         results.write_plots(run, task, data, preds["val"], post, metrics.get("val", {}))
     log.info("run written to %s", run.root)
     best_epoch = state.epoch if cfg.labels.train_val_mix else state.best_epoch
-    return RunResult(run.root, best_epoch, state.best_score, metrics, cfg, files)
+    best_score = None if cfg.labels.train_val_mix else state.best_score  # no val split
+    return RunResult(run.root, best_epoch, best_score, metrics, cfg, files)
 
 
 def _snapshot_outputs(model, task, batcher, planner, videos: dict[str, np.ndarray],

@@ -35,7 +35,7 @@ class DataConfig:
     drop_missing: bool = False  # drop labelled videos that lack a feature instead of failing
     segment_len: int = 100  # steps per training segment (002/004: LSTM 100, transformer 128-250)
     segment_stride: int = 0  # transformer: step between segment starts (<= segment_len);
-    #                          0 = segment_len. RNNs always use segment_len (no overlap)
+    #                          0 = segment_len. RNNs that carry state use segment_len (no overlap)
     device_cache: bool = True  # on CUDA, keep the whole feature buffer in GPU memory
 
 
@@ -49,7 +49,8 @@ class LabelConfig:
     make_splits: bool = False  # ignore the splits the labels give and make grouped ones
     val_fraction: float = 0.2  # made splits: share of groups for validation
     test_fraction: float = 0.0  # made splits: share of groups held out as test
-    folds: int = 0  # made splits: k folds over groups (0 = use val_fraction)
+    folds: int = 0  # k folds over groups (0 = use val_fraction); the labels' train and val
+    #                  videos are re-split (their test videos stay test)
     fold: int = 0  # made splits with folds > 0: the fold used for validation
     official_val_fold: bool = False  # folds > 0: the labels' own val split is the last fold,
     #                                  their train videos make the others (papers 002 / 004)

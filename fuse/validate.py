@@ -247,7 +247,13 @@ def plan_run(cfg: FuseConfig, problems: list[str]) -> RunPlan | None:
                         f"{d.grid!r} is for per-video labels (use auto or labels)")
     if labels.level == "frame":
         timing = FrameTiming.from_config(lab, specs)
-        if lab.fps == 0:
+        by_index = any(r.labels.times is None for r in requests)  # label rows are frame indices
+        if (by_index and lab.fps == 0 and not lab.time_reference
+                and not any(s.modality == "visual" for s in specs)):
+            problems.append("labels: per-frame labels by frame index need the video's frame "
+                            "times, and this run has no visual feature; set labels.fps (frame i "
+                            "at i / fps) or labels.time_reference to a stored visual feature")
+        elif lab.fps == 0:
             problems += _check_frame_counts(requests, sources, timing)
     return RunPlan(cfg, labels, splits, specs, sources, requests, dropped, grid, timing)
 

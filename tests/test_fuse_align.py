@@ -120,3 +120,16 @@ def test_fixed_grids():
     assert GridSpec.parse("auto", "video") == GridSpec("steps", 32)
     with pytest.raises(ValueError):
         GridSpec.parse("steps:2.5", "video")
+
+
+def test_mean_includes_the_last_valid_row_when_later_steps_are_empty():
+    """A step that holds the feature's last valid row (and the steps after it hold none)."""
+    data = np.arange(6, dtype=np.float16)[:, None]
+    t = np.arange(6, dtype=np.float64)
+    grid = Grid(np.array([1.0, 4.0, 7.0]), np.array([-0.5, 2.5, 5.5, 8.5]))
+    out = align_mean(data, t, np.ones(6, bool), grid)
+    np.testing.assert_allclose(out.values.ravel()[:2], [1.0, 4.0])
+    mask = np.array([1, 1, 1, 1, 1, 0], bool)  # the last row invalid: rows 2-4 make step 2
+    grid = Grid(np.array([0.5, 3.0, 6.0]), np.array([-0.5, 1.5, 4.5, 7.5]))
+    out = align_mean(data, t, mask, grid)
+    np.testing.assert_allclose(out.values.ravel()[:2], [0.5, 3.0])

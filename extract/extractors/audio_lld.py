@@ -49,6 +49,7 @@ class OpenSmileLLD(AudioExtractor):
 
     def __init__(self, spec: FeatureSpec, device: str = "cpu") -> None:
         super().__init__(spec, device)
+        self.require_native_16k(spec, "openSMILE LLDs")
         opts = spec.options
         self.feature_set = str(opts.get("feature_set", "eGeMAPSv02"))
         self.level = str(opts.get("level", "lld"))

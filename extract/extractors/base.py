@@ -207,6 +207,20 @@ class AudioExtractor(Extractor):
 
     modality = "audio"
 
+    @staticmethod
+    def require_native_16k(spec: FeatureSpec, what: str) -> None:
+        """For frame-based features: 16 kHz input (what the runner decodes) and their own rate
+        (not windows centred on video frames); raises :class:`ConfigError` otherwise."""
+        problems = []
+        if spec.sample_rate != 16000:
+            problems.append(f"input.sample_rate is {spec.sample_rate}, but audio is decoded at "
+                            "16000 Hz")
+        if spec.rate == "frames":
+            problems.append(f"{what} are computed at their native rate; rate: frames (windows "
+                            "centred on video frames) is not supported")
+        if problems:
+            raise ConfigError(f"feature {spec.name!r}: " + "; ".join(problems))
+
     @abstractmethod
     def extract(self, wav: np.ndarray, centers: np.ndarray | None = None) -> AudioRows:
         """float32 (S,) waveform → rows; ``centers`` (seconds) asks for windows centred there."""

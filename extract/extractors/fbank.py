@@ -27,6 +27,7 @@ class LogMelFbank(AudioExtractor):
 
     def __init__(self, spec: FeatureSpec, device: str = "cpu") -> None:
         super().__init__(spec, device)
+        self.require_native_16k(spec, "fbank rows")
         unknown = sorted(set(spec.options) - set(_OPTIONS))
         if unknown:
             raise ConfigError(f"feature {spec.name!r}: unknown fbank options {unknown}; known: "

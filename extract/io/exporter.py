@@ -32,7 +32,7 @@ def export_feature(store: FeatureStore | str | Path, feature: str, format: str =
     info = fs.feature_info(feature)
     writer = WRITERS.get(format)(frame_origin=frame_origin)
     done = fs.videos(feature)
-    ids = done if videos is None else list(videos)
+    ids = done if videos is None else list(dict.fromkeys(videos))  # each video once
     missing = sorted(set(ids) - set(done))
     if missing:
         raise StoreError(f"feature {feature!r} of {fs.path} has no complete video "

@@ -288,7 +288,15 @@ def check_rows(rows: VideoRows, where: str, dtype: str) -> CheckedRows:
             i = int(np.flatnonzero(big)[0])
             raise ImportFormatError(f"{where}: {rows.row_label(i)}: values exceed the {target} "
                                     "range; import with dtype float32")
-    return CheckedRows(data.astype(target, copy=False), t, mask, dict(rows.details))
+    out = data.astype(target, copy=False)
+    if out.dtype.kind == "f":  # valid rows must be finite once stored (NaN / overflow to inf)
+        bad = mask & ~np.isfinite(out).all(axis=1)
+        if bad.any():
+            i = int(np.flatnonzero(bad)[0])
+            raise ImportFormatError(f"{where}: {rows.row_label(i)}: non-finite values in a row "
+                                    f"marked valid (after conversion to {target}; use dtype "
+                                    "float32 for large values)")
+    return CheckedRows(out, t, mask, dict(rows.details))
 
 
 def load_meta(text: str | bytes | None, where: str) -> dict[str, Any]:

@@ -151,11 +151,22 @@ class H5Writer(FormatWriter):
     name = "h5"
 
     def write(self, videos: Iterable[Any], meta: Mapping[str, Any], out: Path) -> list[Path]:
-        import h5py
 
         out.parent.mkdir(parents=True, exist_ok=True)
         tmp = out.with_name(f".{out.name}.tmp")
         renamed = {}
+        try:
+            self._write(tmp, videos, meta, renamed)
+        except BaseException:
+            tmp.unlink(missing_ok=True)  # no half-written export left behind
+            raise
+        tmp.replace(out)
+        return [out]
+
+    def _write(self, tmp: Path, videos: Iterable[Any], meta: Mapping[str, Any],
+               renamed: dict[str, str]) -> None:
+        import h5py
+
         with h5py.File(tmp, "w") as f:
             for fa in videos:
                 group_name = video_relpath(fa.video, "").as_posix()
@@ -169,5 +180,3 @@ class H5Writer(FormatWriter):
                 g.create_dataset(TIME_KEY, data=np.asarray(fa.timestamps, dtype=np.float64))
                 g.create_dataset(MASK_KEY, data=np.asarray(fa.mask, dtype=bool))
             f.attrs[FEATURE_META_ATTR] = json.dumps({**meta, "videos": renamed}, default=str)
-        tmp.replace(out)
-        return [out]

@@ -100,7 +100,8 @@ def iter_frames(path: str | Path, sampling: Sampling | None = None, batch_size: 
     sampling = sampling or Sampling()
     keep_times = None
     if sampling.mode != "all":
-        keep_times = frame_times(path)[sampling.select(frame_times(path))]
+        every = frame_times(path)
+        keep_times = every[sampling.select(every)]
     with _open(path) as c:
         if not c.streams.video:
             raise NoVideoStreamError(f"{path}: no video stream")

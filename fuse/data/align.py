@@ -79,11 +79,10 @@ def align_mean(data: np.ndarray, times: np.ndarray, mask: np.ndarray, grid: Grid
     out = np.zeros((n, data.shape[1]), np.float32)
     has = count > 0
     if has.any():
-        # reduceat sums rows[start_k : start_k+1]; steps are contiguous, so that is [vlo, vhi)
-        starts = np.minimum(vlo, len(rows) - 1)
-        sums = np.add.reduceat(rows, starts, axis=0, dtype=np.float32)
-        sums[-1] = rows[vlo[-1] : vhi[-1]].sum(axis=0, dtype=np.float32)
-        out[has] = sums[has] / count[has, None]
+        # step sums from running sums over the valid rows: rows[vlo:vhi].sum() per step
+        csum = np.zeros((len(rows) + 1, data.shape[1]), np.float64)
+        np.cumsum(rows, axis=0, dtype=np.float64, out=csum[1:])
+        out[has] = ((csum[vhi[has]] - csum[vlo[has]]) / count[has, None]).astype(np.float32)
     valid = has.copy()
     empty = hi == lo  # no rows at all: the nearest row stands in
     if empty.any():

@@ -362,7 +362,7 @@ def _aligned(members: list[Member], split: str) -> tuple[RawOutputs, list[np.nda
 
 def _score(task, raw: RawOutputs) -> dict[str, float]:
     """The task's metrics, as runs compute them (``task.score`` over all labelled rows)."""
-    return task.score(raw.outputs, raw.y, raw.valid, raw.decision or None)
+    return task.score(raw.outputs, raw.y, raw.valid, dict(raw.decision or {}))
 
 
 def _decision(task, members: list[Member], combiner: Combiner, weights: np.ndarray,

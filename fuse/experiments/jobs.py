@@ -104,9 +104,6 @@ def _bar(total: int, progress: bool, desc: str):
     return tqdm(total=total, desc=desc, unit="job", disable=not progress or total == 0)
 
 
-_GPU_SLOT: list[int] = []
-
-
 def _init_worker(counter, gpus: int) -> None:
     """Pin each local worker process to one GPU (before torch touches CUDA)."""
     with counter.get_lock():
@@ -114,7 +111,6 @@ def _init_worker(counter, gpus: int) -> None:
         counter.value += 1
     if gpus > 0:
         os.environ["CUDA_VISIBLE_DEVICES"] = str(slot % gpus)
-    _GPU_SLOT.append(slot)
 
 
 @BACKENDS.register("local")

@@ -56,9 +56,6 @@ class LabelSet:
     targets: list[str]  # output names; classification: class names
     videos: dict[str, VideoLabels]
 
-    def split_of(self, video: str) -> str | None:
-        return self.videos[video].split
-
 
 @dataclass
 class Predictions:

@@ -15,16 +15,18 @@ log = logging.getLogger(__name__)
 def assign_splits(labels: LabelSet, cfg: LabelConfig) -> dict[str, str]:
     """``{video: train | val | test}``.
 
-    Splits from the label source are kept unless ``make_splits``; videos without one are split
-    by group (``group_by``: the video itself or a subject column), so one subject never lands
-    in two splits. With ``official_val_fold`` the source's val videos are the last of
-    ``folds`` folds and its train videos are grouped into the others. The same config always
-    gives the same assignment.
+    Splits from the label source are kept unless ``make_splits`` or ``folds`` ask for new
+    ones; then the source's train and val videos are re-split and its test videos stay test.
+    Videos without a split are split by group (``group_by``: the video itself or a subject
+    column), so one subject never lands in two splits. With ``official_val_fold`` the source's
+    val videos are the last of ``folds`` folds and its train videos are grouped into the
+    others. The same config always gives the same assignment.
     """
     source = {v: lab.split for v, lab in labels.videos.items() if lab.split}
     if cfg.official_val_fold and cfg.folds > 1:
         return _official_val_folds(labels, source, cfg)
-    given = {} if cfg.make_splits else source
+    remake = cfg.make_splits or cfg.folds > 1
+    given = {v: s for v, s in source.items() if s == "test"} if remake else source
     todo = [v for v in sorted(labels.videos) if v not in given]
     made = make_splits(todo, {v: _group(labels, v, cfg) for v in todo}, cfg) if todo else {}
     if made:

@@ -20,8 +20,9 @@ def split_scores(task: Task, data: FusedData, videos: np.ndarray, preds: list[np
     targets = [data.targets_of(v) for v in videos]
     if not any(ok.any() for _, ok in targets):
         return {}
-    raw = score_videos(task, preds, targets)
-    done = score_videos(task, [post.apply(p) for p in preds], targets, post.decision or None)
+    # decisions (AU thresholds) come from validation, or 0.5 ({}): never tuned on this split
+    raw = score_videos(task, preds, targets, dict(post.decision or {}))
+    done = score_videos(task, [post.apply(p) for p in preds], targets, dict(post.decision or {}))
     return done | {"raw/score": raw["score"]}
 
 

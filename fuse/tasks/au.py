@@ -35,7 +35,8 @@ class ActionUnits(Task):
 
     def score(self, pred: np.ndarray, y: np.ndarray, ok: np.ndarray,
               decision: dict | None = None) -> dict[str, float]:
-        decision = decision or self.tune_decision(pred, y, ok)
+        if decision is None:  # tune here only when asked to (model selection on val)
+            decision = self.tune_decision(pred, y, ok)
         hard = self.decide(pred, decision)
         per = np.array([metrics.binary_f1(hard[ok[:, k], k], y[ok[:, k], k])
                         for k in range(y.shape[1])])

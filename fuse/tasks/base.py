@@ -81,8 +81,3 @@ def build_task(cfg: TaskConfig, targets: list[str]) -> Task:
 
     return TASKS.get(cfg.name)(cfg, targets)
 
-
-def get_task_class(name: str) -> type[Task]:
-    import fuse.tasks  # noqa: F401
-
-    return TASKS.get(name)

@@ -68,6 +68,8 @@ def fit(job: Job, resume: bool = False) -> TrainState:
     end = min(cfg.epochs, snapshots[-1]) if snapshots else cfg.epochs
     if end < cfg.epochs:
         log.info("training stops after epoch %d, the last snapshot", end)
+    if cfg.patience and state.bad_epochs >= cfg.patience:  # resumed after an early stop
+        end = state.epoch
 
     for epoch in range(state.epoch, end):
         started, gathered = time.perf_counter(), job.batcher.seconds
