@@ -252,7 +252,7 @@ def plan_run(cfg: FuseConfig, problems: list[str]) -> RunPlan | None:
                 and not any(s.modality == "visual" for s in specs)):
             problems.append("labels: per-frame labels by frame index need the video's frame "
                             "times, and this run has no visual feature; set labels.fps (frame i "
-                            "at i / fps) or labels.time_reference to a stored visual feature")
+                            "at i / fps), or add a visual feature (its rows are the frames)")
         elif lab.fps == 0:
             problems += _check_frame_counts(requests, sources, timing)
     return RunPlan(cfg, labels, splits, specs, sources, requests, dropped, grid, timing)

@@ -119,3 +119,13 @@ def test_cli_help_and_config_import_neither_torch_nor_numpy():
                          check=True).stdout
     assert out.strip() == "[]"
     assert np  # numpy stays a test-side import only
+
+
+def test_audio_only_runs_on_frame_indexed_labels_need_frame_times(store_with_gap, tmp_path):
+    cfg = base_config(store_with_gap, tmp_path)
+    cfg["data"].update(visual=[], drop_missing=True)
+    result = check(cfg)  # label line i is video frame i: audio rows cannot say when that is
+    assert not result.ok and any("labels.fps" in p and "no visual feature" in p
+                                 for p in result.problems), result.problems
+    cfg["labels"]["fps"] = 30.0
+    assert check(cfg).ok

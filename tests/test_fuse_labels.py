@@ -10,6 +10,7 @@ import pytest
 from fuse.config import LabelConfig
 from fuse.errors import LabelError
 from fuse.labels import LABEL_FORMATS, Predictions, get_adapter
+from fuse.labels.base import LabelSet, VideoLabels
 from fuse.labels.splits import assign_splits
 
 SAMPLES = Path(__file__).resolve().parents[1] / "data" / "labels"
@@ -117,3 +118,20 @@ def test_official_val_split_is_the_last_fold():
                if s == "val"} for k in (0, 1)]
     assert others[0] | others[1] == {"clip0", "clip1", "clip2", "clip3"}
     assert not others[0] & others[1] and all(others)
+
+
+def _labels_with_splits(splits: dict[str, str]) -> LabelSet:
+    one = np.zeros((1, 1), np.float32)
+    return LabelSet("csv", "video", "regression", ["y"], {
+        v: VideoLabels(v, one, np.ones((1, 1), bool), split=s) for v, s in splits.items()})
+
+
+def test_folds_resplit_train_and_val_but_keep_test():
+    given = {f"v{i}": "test" if i < 3 else ("val" if i < 6 else "train") for i in range(12)}
+    labels = _labels_with_splits(given)
+    folds = [assign_splits(labels, LabelConfig(folds=3, fold=k)) for k in range(3)]
+    for f in folds:  # folds apply even though the labels give splits; test stays test
+        assert {v for v, s in f.items() if s == "test"} == {"v0", "v1", "v2"}
+    val_sets = [{v for v, s in f.items() if s == "val"} for f in folds]
+    assert len({frozenset(s) for s in val_sets}) == 3  # the folds differ
+    assert set().union(*val_sets) == {f"v{i}" for i in range(3, 12)}

@@ -120,3 +120,12 @@ def test_smoothing_window_chosen_per_target_on_validation():
     again = PostProcess.from_dict(post.to_dict())
     np.testing.assert_allclose(again.apply(pred), post.apply(pred))
     assert np.abs(post.apply(pred)).max() <= 1.0
+
+
+def test_au_thresholds_are_tuned_only_when_no_decision_is_given():
+    task = build_task(TaskConfig(name="au"), ["AU1"])
+    pred = np.array([[0.1], [0.2], [0.3], [0.4]])  # all below 0.5, but ordered like the truth
+    y, ok = np.array([[0], [0], [1], [1]]), np.ones((4, 1), bool)
+    assert task.score(pred, y, ok, None)["score"] == 1.0  # tuned here (model selection on val)
+    assert task.score(pred, y, ok, {})["score"] == 0.0  # given: 0.5, never tuned on this split
+    assert task.score(pred, y, ok, {"thresholds": [0.25]})["score"] == 1.0
