@@ -3,6 +3,7 @@ them SIGKILLed midway; and the Ray backend producing the same store as the local
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import signal
@@ -95,7 +96,8 @@ def test_three_runs_one_killed_then_rerun(setup, tmp_path, monkeypatch):
     while len(_written(store_path)) < 3 and time.time() < deadline:
         time.sleep(0.2)
     assert len(_written(store_path)) >= 3, "the runs never got going"
-    os.killpg(procs[0].pid, signal.SIGKILL)  # the command and its worker die mid-run
+    with contextlib.suppress(ProcessLookupError):  # already gone
+        os.killpg(procs[0].pid, signal.SIGKILL)  # the command and its worker die mid-run
     procs[0].wait()
     for p in procs[1:]:
         out, _ = p.communicate(timeout=240)

@@ -3,6 +3,7 @@ tables, and the Ray backend gives the same ranking as the local one."""
 
 from __future__ import annotations
 
+import contextlib
 import csv
 import json
 import os
@@ -124,7 +125,8 @@ def test_killed_grid_resumes_without_rerunning_finished_jobs(planted, tmp_path):
     while (proc.poll() is None and time.time() < deadline
            and len(list(jobs.glob(f"*/{RESULT_FILE}"))) < 1):
         time.sleep(0.2)
-    os.killpg(proc.pid, signal.SIGKILL)
+    with contextlib.suppress(ProcessLookupError):  # already gone
+        os.killpg(proc.pid, signal.SIGKILL)
     proc.wait()
     finished = {p.parent.name: p.stat().st_mtime_ns for p in jobs.glob(f"*/{RESULT_FILE}")}
     assert 1 <= len(finished) < 4, finished

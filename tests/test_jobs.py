@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import signal
@@ -63,7 +64,8 @@ def test_killed_pool_resumes_without_rerunning_finished_jobs(tmp_path):
            and proc.poll() is None):
         time.sleep(0.1)
     assert (tmp_path / "j1" / RESULT_FILE).exists(), "the first jobs never finished"
-    os.killpg(proc.pid, signal.SIGKILL)
+    with contextlib.suppress(ProcessLookupError):  # already gone
+        os.killpg(proc.pid, signal.SIGKILL)
     proc.wait()
     assert not (tmp_path / "j2" / RESULT_FILE).exists()
     jobs = [Job(f"j{i}", {"x": i}, tmp_path / f"j{i}") for i in range(4)]
