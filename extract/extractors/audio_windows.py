@@ -216,8 +216,7 @@ class TorchAudioExtractor(AudioExtractor):
     OPTIONS: ClassVar[dict[str, Any]] = {}
 
     def __init__(self, spec: FeatureSpec, device: str = "cpu") -> None:
-        self.validate(spec)
-        super().__init__(spec, device)
+        super().__init__(spec, device)  # validates the spec
         self.model: Any = None
 
     @classmethod

@@ -101,6 +101,7 @@ class Extractor(ABC):
     needs_weights: ClassVar[bool] = True
 
     def __init__(self, spec: FeatureSpec, device: str = "cpu") -> None:
+        self.validate(spec)  # an unusable spec fails here, before any model is built
         self.spec = spec
         self.device = device
 

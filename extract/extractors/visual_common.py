@@ -80,8 +80,7 @@ class TorchVisualExtractor(VisualExtractor):
     EXTRAS: ClassVar[tuple[str, ...]] = ()
 
     def __init__(self, spec: FeatureSpec, device: str = "cpu") -> None:
-        self.validate(spec)
-        super().__init__(spec, device)
+        super().__init__(spec, device)  # validates the spec
         self.model: Any = None
 
     # ------------------------------------------------------------------ config
