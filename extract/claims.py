@@ -395,7 +395,7 @@ class ClaimBook:
         from extract.store import FeatureStore
 
         try:
-            FeatureStore(self.store_path, "a").root.require_group(CLAIMS_GROUP)
+            FeatureStore(self.store_path, "a").ensure_group(CLAIMS_GROUP)
         except Exception:  # another process created it at the same moment: fine if it exists
             if not (self.dir / "zarr.json").is_file():
                 raise

@@ -257,28 +257,64 @@ def inspect_cmd(
 
 # --------------------------------------------------------------------- verify
 @app.command("verify")
-def verify_cmd(store: StoreOpt) -> None:
-    """Check every array marked complete (readable, shapes, timestamps, fingerprints).
+def verify_cmd(
+    store: StoreOpt,
+    feature: Annotated[list[str] | None, typer.Option("--feature", "-f", help="Check only this "
+                                                      "feature (repeatable).")] = None,
+    fix: Annotated[bool, typer.Option("--fix", help="Mark damaged videos not complete (the "
+                                      "next `extract run` redoes them) and rewrite damaged "
+                                      "metadata from the index's copies.")] = False,
+) -> None:
+    """Check every complete video against its checksum, and every file the index needs.
 
-    Exit code 0 only when all complete arrays are consistent; incomplete arrays (interrupted
-    writes, redone by the next run) are listed as a warning.
+    One line per problem (missing or short chunk files, checksum mismatches, junk metadata or
+    index lines); exit code 0 only when nothing is wrong (with --fix: nothing left unfixed).
 
-    Example: extract verify --store features.zarr
+    Example: extract verify --store features.zarr --fix
     """
-    from extract.store import FeatureStore
+    from extract.store.commands import verify_cmd as body
 
     with _errors():
-        report = FeatureStore(store).verify()
-    console = _out()
-    for feat, vid in report.incomplete:
-        console.print(f"[yellow]warning[/yellow]: {feat}/{vid} is incomplete (re-run extract)",
-                      highlight=False)
-    for feat, vid, what in report.problems:
-        console.print(f"[red]problem[/red]: {feat}/{vid}: {what}", highlight=False)
-    status = "[green]ok[/green]" if report.ok else "[red]FAILED[/red]"
-    console.print(f"{status}: {report.checked} complete array(s) checked, "
-                  f"{len(report.problems)} problem(s), {len(report.incomplete)} incomplete")
-    raise typer.Exit(0 if report.ok else 1)
+        code = body(str(store), fix, feature, _out())
+    raise typer.Exit(code)
+
+
+@app.command("rm")
+def rm_cmd(
+    store: StoreOpt,
+    feature: Annotated[str, typer.Argument(help="Feature name (see extract ls).")],
+    videos: Annotated[list[str] | None, typer.Argument(help="Video ids; omit to remove the "
+                                                       "whole feature.")] = None,
+    yes: Annotated[bool, typer.Option("--yes", help="Really remove (without it, only say "
+                                      "what would go).")] = False,
+) -> None:
+    """Remove a feature, or some of its videos, from a store.
+
+    Example: extract rm --store features.zarr mae clip_001 clip_002 --yes
+    """
+    from extract.store.commands import rm_cmd as body
+
+    with _errors():
+        code = body(str(store), feature, list(videos or []), yes, _out())
+    raise typer.Exit(code)
+
+
+@app.command("migrate")
+def migrate_cmd(
+    store: StoreOpt,
+    out: Annotated[Path, typer.Option("--out", help="New store to create (format 2).")],
+) -> None:
+    """Convert a format-1 store (one array per video) into a new format-2 store.
+
+    The old store is only read; compare with `extract ls`, then replace it.
+
+    Example: extract migrate --store old.zarr --out features.zarr
+    """
+    from extract.store.commands import migrate_cmd as body
+
+    with _errors():
+        code = body(str(store), str(out), _out())
+    raise typer.Exit(code)
 
 
 # ----------------------------------------------------- import / export / claims

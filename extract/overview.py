@@ -48,7 +48,7 @@ def inspect_feature(path: str | Path, feature: str) -> dict[str, Any]:
 
     store = FeatureStore(path)
     info = store.feature_info(feature)
-    attrs = dict(store.root[feature].attrs)
+    attrs = store.feature_attrs(feature)
     rows = [r for r in store.table() if r["feature"] == feature]
     frames = [r["frames"] or 0 for r in rows if r["complete"]]
     return {"feature": feature, "modality": info.modality, "dim": info.dim, "dtype": info.dtype,

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 
 import numpy as np
@@ -88,54 +87,6 @@ def test_bad_rows_and_names_refused(tmp_path: Path) -> None:
         store.read_video("nope", "v")
 
 
-def test_incomplete_not_listed_and_replaced_on_rewrite(tmp_path: Path) -> None:
-    store = make_store(tmp_path, dim=4)
-    store.write_video("feat", "done", np.ones((5, 4)), np.arange(5.0))
-    # An interrupted write: the data array exists but the completion marker never came.
-    group = store.root["feat"]
-    group.create_array(video_key("broken"), shape=(9, 4), dtype="float16", chunks=(9, 4))
-    assert not store.is_complete("feat", "broken")
-    assert store.videos("feat") == ["done"]
-    assert store.videos("feat", complete_only=False) == ["broken", "done"]
-    assert store.complete_set("feat") == {"done"}
-    with pytest.raises(StoreError, match="not complete"):
-        store.read_video("feat", "broken")
-    report = store.verify()
-    assert report.ok and report.incomplete == [("feat", "broken")] and report.checked == 1
-    store.write_video("feat", "broken", np.full((3, 4), 2.0), np.arange(3.0))
-    fa = store.read_video("feat", "broken")
-    assert fa.data.shape == (3, 4) and store.complete_set("feat") == {"done", "broken"}
-
-
-def test_verify_catches_tampered_array(tmp_path: Path) -> None:
-    store = make_store(tmp_path, dim=4)
-    store.write_video("feat", "a", np.ones((6, 4)), np.arange(6.0))
-    store.write_video("feat", "b", np.ones((6, 4)), np.arange(6.0))
-    assert store.verify().ok
-    # Tamper 1: the timestamps array loses rows; tamper 2: another fingerprint in the attrs.
-    key = video_key("a")
-    store.root["feat"]["_time"].create_array(key, data=np.arange(4.0), overwrite=True)
-    meta = Path(store.path) / "feat" / video_key("b") / "zarr.json"
-    doc = json.loads(meta.read_text())
-    doc["attributes"]["fingerprint"] = "0000"
-    meta.write_text(json.dumps(doc))
-    report = FeatureStore(store.path).verify()
-    assert not report.ok
-    problems = {(f, v): what for f, v, what in report.problems}
-    assert "row counts differ" in problems[("feat", "a")]
-    assert "fingerprint" in problems[("feat", "b")]
-
-
-def test_verify_catches_corrupt_chunk(tmp_path: Path) -> None:
-    store = make_store(tmp_path, dim=4)
-    store.write_video("feat", "a", np.ones((6, 4)), np.arange(6.0))
-    chunk = next(p for p in (Path(store.path) / "feat" / "a").rglob("*")
-                 if p.is_file() and p.name != "zarr.json")
-    chunk.write_bytes(chunk.read_bytes()[:7])
-    report = FeatureStore(store.path).verify()
-    assert [(f, v) for f, v, _ in report.problems] == [("feat", "a")]
-
-
 @pytest.mark.parametrize("vid", ["a", "spk1/clip 01", "_hidden", ".dot", "ü/ß~x", "a.b-c_d",
                                  "~2F", "x/../y"])
 def test_ids_keys_round_trip(vid: str) -> None:
@@ -172,48 +123,3 @@ def test_discover_mixed_inputs(tmp_path: Path) -> None:
         discover(tmp_path / "missing")
 
 
-def test_written_arrays_are_standard_zarr(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    import zarr
-
-    import extract.store as store_mod
-
-    monkeypatch.setattr(store_mod, "TARGET_CHUNK_BYTES", 1000)  # many chunks, a padded edge one
-    store = make_store(tmp_path, dim=6)
-    data = np.random.default_rng(1).standard_normal((203, 6)).astype(np.float16)
-    t = np.cumsum(np.full(203, 0.04))
-    mask = np.arange(203) % 5 != 0
-    store.write_video("feat", "a/b", data, t, mask)
-    key = video_key("a/b")
-    arr = zarr.open_array(store.path, path=f"feat/{key}", mode="r")
-    assert arr.chunks[0] < 203 and 203 % arr.chunks[0] != 0
-    np.testing.assert_array_equal(arr[...], data)
-    assert arr.attrs["complete"] is True and arr.metadata.dimension_names == ("frame", "dim")
-    np.testing.assert_array_equal(zarr.open_array(store.path, path=f"feat/_time/{key}")[...], t)
-    np.testing.assert_array_equal(zarr.open_array(store.path, path=f"feat/_mask/{key}")[...],
-                                  mask)
-    assert store.root["feat"][key].shape == (203, 6)  # zarr's own group listing sees it
-    fa = FeatureStore(store.path).read_video("feat", "a/b")
-    np.testing.assert_array_equal(fa.data, data)
-    np.testing.assert_array_equal(fa.timestamps, t)
-    np.testing.assert_array_equal(fa.mask, mask)
-
-
-def test_reads_arrays_written_by_zarr_in_other_layouts(tmp_path: Path) -> None:
-    import zarr
-
-    store = make_store(tmp_path, dim=4)
-    data = np.arange(40, dtype=np.float16).reshape(10, 4)
-    group = zarr.open_group(store.path, mode="a")["feat"]
-    key = video_key("z")
-    # Compressed, chunked across columns too: not the plain layout, so zarr reads it.
-    arr = group.create_array(key, shape=data.shape, dtype="float16", chunks=(3, 2))
-    arr[...] = data
-    group["_time"].create_array(key, data=np.arange(10) * 0.1, chunks=(4,))
-    group["_mask"].create_array(key, data=np.ones(10, bool), chunks=(10,), compressors=None)
-    arr.update_attributes({"video": "z", "num_frames": 10, "valid_frames": 10,
-                           "fingerprint": store.feature_info("feat").fingerprint,
-                           "complete": True})
-    fa = store.read_video("feat", "z")
-    np.testing.assert_array_equal(fa.data, data)
-    np.testing.assert_allclose(fa.timestamps, np.arange(10) * 0.1)
-    assert fa.mask.all() and store.verify().ok

@@ -47,6 +47,11 @@ class ImportReport:
         return not self.bad
 
 
+#: Videos written between two commits of an import (each commit flushes the bytes and appends
+#: their index entries; an interrupted import redoes at most this many).
+COMMIT_EVERY = 256
+
+
 def open_store(store: FeatureStore | str | Path, mode: str) -> FeatureStore:
     """``store`` itself when already open, else the store at that path."""
     return store if isinstance(store, FeatureStore) else FeatureStore(store, mode)
@@ -117,6 +122,17 @@ def import_features(format: str, name: str, modality: str | None, source: str | 
                                            "provenance": meta["provenance"]}
         fs.ensure_feature(name, modality=modality, dim=dim, extractor=extractor, config=config,
                           dtype=dtype, provenance=provenance)
+    try:
+        _write_all(fs, name, format, good, cache, dtype, report)
+    finally:
+        fs.close()  # commits the videos written so far, even when one write failed
+    log.info("imported %d videos into %s/%s (%d skipped as complete, %d bad)",
+             len(report.imported), fs.path, name, len(report.skipped), len(report.bad))
+    return report
+
+
+def _write_all(fs: FeatureStore, name: str, format: str, good: list[Any],
+               cache: dict[str, Any], dtype: str, report: ImportReport) -> None:
     hashes: dict[Path, str] = {}
     for n, item in enumerate(good, 1):
         rows = cache.pop(item.video, None) or check_rows(item.load(), item.where, dtype)
@@ -124,13 +140,12 @@ def import_features(format: str, name: str, modality: str | None, source: str | 
             hashes[item.path] = sha256_file(item.path)
         src = {"path": str(item.path.resolve()), "key": item.key, "format": format,
                "sha256": hashes[item.path], "imported": _now(), **rows.details}
-        fs.write_video(name, item.video, rows.data, rows.timestamps, rows.mask, source=src)
+        fs.write_video(name, item.video, rows.data, rows.timestamps, rows.mask, source=src,
+                       commit=False)
         report.imported.append(item.video)
-        if n % 100 == 0:
+        if n % COMMIT_EVERY == 0:  # a killed import keeps every video committed so far
+            fs.commit()
             log.info("imported %d/%d videos into %s", n, len(good), name)
-    log.info("imported %d videos into %s/%s (%d skipped as complete, %d bad)",
-             len(report.imported), fs.path, name, len(report.skipped), len(report.bad))
-    return report
 
 
 def _check_all(items: list[SourceItem], fs: FeatureStore, name: str, dtype: str,

@@ -128,5 +128,7 @@ def worker_main(cfg: WorkerConfig, tasks: Any, results: Any) -> None:
         with contextlib.suppress(OSError):  # the parent may be gone already
             results.send(("fatal", f"{type(exc).__name__}: {exc}"))
     finally:
+        with contextlib.suppress(Exception):  # every video was committed when it finished
+            ctx.store.close()  # seals this worker's packs
         if ctx.claims is not None:
             ctx.claims.close()  # releases whatever is still held

@@ -1,0 +1,401 @@
+"""Store format 2: packs + index, checksums, verify / --fix, rm, migrate, zarr compatibility,
+object-store URLs, concurrent writers and interrupted writers."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from extract.errors import StoreError
+from extract.store import FeatureStore, open_store
+
+CFG = {"weights": None, "layer": 3}
+REPO = Path(__file__).resolve().parents[1]
+
+
+def make(path: Path | str, dim: int = 6, **kw) -> FeatureStore:
+    store = FeatureStore(path, "a", **kw)
+    store.ensure_feature("feat", modality="visual", dim=dim, extractor="test", config=CFG)
+    return store
+
+
+def clips(n: int, dim: int = 6, seed: int = 0) -> dict[str, tuple]:
+    rng = np.random.default_rng(seed)
+    out = {}
+    for i in range(n):
+        t = int(rng.integers(0, 40))
+        data = rng.standard_normal((t, dim)).astype(np.float16)
+        mask = rng.random(t) > 0.2
+        data[~mask] = 0
+        out[f"spk{i % 3}/clip {i:03d}"] = (data, np.arange(t) / 25 + 0.1, mask)
+    return out
+
+
+def write_all(store: FeatureStore, items: dict[str, tuple], commit: bool = True) -> None:
+    for vid, (d, t, m) in items.items():
+        store.write_video("feat", vid, d, t, m, source={"path": vid}, commit=commit)
+
+
+def check_equal(store: FeatureStore, items: dict[str, tuple]) -> None:
+    assert sorted(store.videos("feat")) == sorted(items)
+    for fa in store.read_videos("feat", list(items)):
+        d, t, m = items[fa.video]
+        np.testing.assert_array_equal(fa.data, d)
+        np.testing.assert_array_equal(fa.timestamps, t)
+        np.testing.assert_array_equal(fa.mask, m)
+        assert fa.attrs["source"] == {"path": fa.video} and fa.attrs["complete"]
+
+
+def verify_cli(path: Path | str, *args: str) -> subprocess.CompletedProcess:
+    return subprocess.run([sys.executable, "-m", "extract", "verify", "--store", str(path),
+                           *args], capture_output=True, text=True, cwd=REPO)
+
+
+# ----------------------------------------------------------------- layout
+def test_many_clips_few_files_many_packs_and_chunks(tmp_path: Path) -> None:
+    items = clips(300)
+    # Small packs and chunks: several packs, videos across chunk boundaries.
+    with make(tmp_path / "s.zarr", pack_bytes=20_000, chunk_bytes=700) as store:
+        write_all(store, items)
+    store = open_store(tmp_path / "s.zarr")
+    check_equal(store, items)
+    idx = store.index("feat")
+    assert len({e.pack for e in idx.live.values()}) > 3  # several packs
+    single = store.read_video("feat", "spk1/clip 004")
+    np.testing.assert_array_equal(single.data, items["spk1/clip 004"][0])
+    files = sum(len(f) for _, _, f in os.walk(tmp_path / "s.zarr"))
+    with make(tmp_path / "big.zarr") as big:  # the default sizes: one pack, one chunk each
+        write_all(big, items)
+    assert sum(len(f) for _, _, f in os.walk(tmp_path / "big.zarr")) < 20 < files
+    assert store.verify().ok
+
+
+def test_pack_arrays_are_standard_zarr(tmp_path: Path) -> None:
+    import zarr
+
+    items = clips(40)
+    with make(tmp_path / "s.zarr", chunk_bytes=500) as store:
+        write_all(store, items)
+    store = open_store(tmp_path / "s.zarr")
+    group = zarr.open_group(str(tmp_path / "s.zarr"), mode="r")
+    for vid, (d, t, m) in items.items():
+        e = store.entry("feat", vid)
+        base = f"feat/packs/{e.pack}"
+        arr = group[f"{base}/data"]
+        assert arr.metadata.dimension_names == ("row", "dim")
+        np.testing.assert_array_equal(arr[e.start:e.start + e.rows], d)
+        np.testing.assert_array_equal(group[f"{base}/time"][e.start:e.start + e.rows], t)
+        np.testing.assert_array_equal(group[f"{base}/mask"][e.start:e.start + e.rows], m)
+    sealed = group[f"feat/packs/{e.pack}/data"].shape[0]
+    assert sealed == max(x.start + x.rows for x in store.index("feat").live.values())
+
+
+def test_rewrite_replaces_and_old_rows_are_dropped(tmp_path: Path) -> None:
+    store = make(tmp_path / "s.zarr", dim=3)
+    store.write_video("feat", "v", np.ones((4, 3)), np.arange(4.0))
+    store.write_video("feat", "v", np.full((2, 3), 5.0), np.arange(2.0))
+    other = open_store(tmp_path / "s.zarr")
+    fa = other.read_video("feat", "v")
+    assert fa.data.tolist() == [[5.0] * 3] * 2
+    idx = other.index("feat")
+    assert len(idx.by_video["v"]) == 2 and len(idx.killed) == 1 and other.verify().ok
+
+
+def test_dtype_range_refused(tmp_path: Path) -> None:
+    store = make(tmp_path / "s.zarr", dim=2)
+    with pytest.raises(StoreError, match="float32"):
+        store.write_video("feat", "v", np.array([[1e6, 0.0]]), np.zeros(1))
+    assert not store.is_complete("feat", "v")
+
+
+def test_rate_from_median_step(tmp_path: Path) -> None:
+    store = make(tmp_path / "s.zarr", dim=2)
+    t = np.r_[np.arange(10) * 0.01, 0.095]  # openSMILE: the last window is shorter
+    store.write_video("feat", "v", np.zeros((11, 2)), t)
+    row = next(r for r in store.table() if r["video"] == "v")
+    assert row["rate"] == pytest.approx(100.0)
+    assert store.read_video("feat", "v").attrs["time"] is None
+
+
+# --------------------------------------------------------- interruptions
+def test_uncommitted_rows_are_not_complete(tmp_path: Path) -> None:
+    items = clips(10)
+    store = make(tmp_path / "s.zarr")
+    first = dict(list(items.items())[:5])
+    write_all(store, first)
+    rest = dict(list(items.items())[5:])
+    write_all(store, rest, commit=False)  # written, never committed: a killed writer
+    other = open_store(tmp_path / "s.zarr")
+    assert other.complete_set("feat") == set(first)
+    for vid in rest:
+        assert not other.is_complete("feat", vid)
+        with pytest.raises(StoreError, match="not complete"):
+            other.read_video("feat", vid)
+    store._writers.clear()  # drop them without commit (what SIGKILL does)
+    again = FeatureStore(tmp_path / "s.zarr", "a")
+    write_all(again, rest)
+    again.close()
+    check_equal(open_store(tmp_path / "s.zarr"), items)
+    assert open_store(tmp_path / "s.zarr").verify().ok
+
+
+def test_torn_journal_line_is_ignored(tmp_path: Path) -> None:
+    items = clips(4)
+    with make(tmp_path / "s.zarr") as store:
+        write_all(store, items)
+    journal = next((tmp_path / "s.zarr" / "feat" / "_index").glob("p*.jsonl"))
+    with journal.open("ab") as fh:
+        fh.write(b'{"op":"put","v":"ghost","p":"x","s":0,')  # killed mid-line
+    store = open_store(tmp_path / "s.zarr")
+    check_equal(store, items)
+    assert store.verify().ok
+
+
+_KILL_SCRIPT = """
+import sys, numpy as np
+from extract.store import FeatureStore
+s = FeatureStore(sys.argv[1], "a")
+s.ensure_feature("feat", modality="visual", dim=6, extractor="test",
+                 config={"weights": None, "layer": 3})
+done = s.complete_set("feat")  # a re-run skips what is complete
+rng = np.random.default_rng(0)
+for i in range(2000):
+    d = rng.standard_normal((32, 6)).astype(np.float16)
+    if f"clip{i:04d}" in done:
+        continue
+    s.write_video("feat", f"clip{i:04d}", d, np.arange(32) / 25.0, commit=(i % 7 == 0))
+    if i == len(done) + 150 or i == 1999:
+        print("go", flush=True)
+s.close()
+"""
+
+
+def test_sigkill_then_rewrite_equals_uninterrupted(tmp_path: Path) -> None:
+    script = tmp_path / "w.py"
+    script.write_text(_KILL_SCRIPT)
+    env = {**os.environ, "PYTHONPATH": str(REPO)}
+    full = tmp_path / "full.zarr"
+    subprocess.run([sys.executable, str(script), str(full)], check=True, env=env)
+    part = tmp_path / "part.zarr"
+    for _ in range(3):  # kill three times at different points, then finish
+        proc = subprocess.Popen([sys.executable, str(script), str(part)], env=env,
+                                stdout=subprocess.PIPE, text=True)
+        assert proc.stdout.readline().strip() == "go"
+        proc.kill()
+        proc.wait()
+    store = FeatureStore(part, "a")
+    done = store.complete_set("feat")
+    assert done and len(done) < 2000
+    rng = np.random.default_rng(0)
+    for i in range(2000):  # a re-run redoes exactly the missing ones
+        d = rng.standard_normal((32, 6)).astype(np.float16)
+        if f"clip{i:04d}" not in done:
+            store.write_video("feat", f"clip{i:04d}", d, np.arange(32) / 25.0, commit=False)
+    store.close()
+    a, b = open_store(full), open_store(part)
+    assert a.complete_set("feat") == b.complete_set("feat") == {f"clip{i:04d}" for i in range(2000)}
+    for x, y in zip(a.read_videos("feat"), b.read_videos("feat"), strict=True):
+        assert x.video == y.video
+        np.testing.assert_array_equal(x.data, y.data)
+        np.testing.assert_array_equal(x.timestamps, y.timestamps)
+    idx = b.index("feat")
+    assert all(len(idx.by_video[v]) == 1 for v in idx.live)  # every clip complete once
+    assert b.verify().ok
+
+
+# ------------------------------------------------------------- integrity
+def _damaged_store(tmp_path: Path) -> tuple[Path, dict[str, tuple], FeatureStore]:
+    items = clips(60)
+    path = tmp_path / "s.zarr"
+    with make(path, chunk_bytes=400) as store:
+        write_all(store, items)
+    return path, items, open_store(path)
+
+
+def test_verify_finds_deleted_and_zeroed_chunks_and_fix_then_rewrite_repairs(
+        tmp_path: Path) -> None:
+    path, items, store = _damaged_store(tmp_path)
+    assert verify_cli(path).returncode == 0
+    e1 = store.entry("feat", "spk0/clip 003")
+    e2 = store.entry("feat", "spk2/clip 050")
+    layout = store.layout("feat", e1.pack)
+    data = path / "feat" / "packs" / e1.pack / "data" / "c"
+    (data / str(e1.start // layout.chunk_rows) / "0").unlink()
+    zero = data / str(e2.start // layout.chunk_rows) / "0"
+    zero.write_bytes(bytes(zero.stat().st_size))
+    with pytest.raises(StoreError, match="missing"):
+        open_store(path).read_video("feat", "spk0/clip 003")  # never zeros
+    out = verify_cli(path)
+    assert out.returncode == 1 and "Traceback" not in out.stderr + out.stdout
+    assert "missing file" in out.stdout and "checksum mismatch in data" in out.stdout
+    assert "spk0/clip 003" in out.stdout and "spk2/clip 050" in out.stdout
+    fixed = verify_cli(path, "--fix")
+    assert fixed.returncode == 0 and "marked not complete" in fixed.stdout, fixed.stdout
+    after = open_store(path)
+    gone = set(items) - after.complete_set("feat")
+    assert {"spk0/clip 003", "spk2/clip 050"} <= gone
+    assert sorted(after.videos("feat", complete_only=False)) == sorted(items)
+    assert verify_cli(path).returncode == 0  # the damaged ones are no longer complete
+    with FeatureStore(path, "a") as again:  # what `extract run` does: redo the missing ones
+        write_all(again, {v: items[v] for v in gone})
+    check_equal(open_store(path), items)
+    assert verify_cli(path).returncode == 0
+
+
+@pytest.mark.parametrize("target", ["root", "feature", "pack", "array", "journal"])
+def test_junk_metadata_is_reported_and_fixed(tmp_path: Path, target: str) -> None:
+    path, items, store = _damaged_store(tmp_path)
+    pack = store.entry("feat", "spk0/clip 003").pack
+    files = {"root": path / "zarr.json", "feature": path / "feat" / "zarr.json",
+             "pack": path / "feat" / "packs" / pack / "zarr.json",
+             "array": path / "feat" / "packs" / pack / "mask" / "zarr.json",
+             "journal": path / "feat" / "_index" / f"{pack}.jsonl"}
+    f = files[target]
+    if target == "journal":
+        lines = f.read_bytes().split(b"\n")
+        lines[3] = b"{junk"
+        f.write_bytes(b"\n".join(lines))
+    else:
+        f.write_text("{ not json")
+    out = verify_cli(path)
+    assert out.returncode == 1 and "Traceback" not in out.stderr + out.stdout, out.stderr
+    assert "problem" in out.stdout
+    fixed = verify_cli(path, "--fix")
+    assert fixed.returncode == 0 and "fixed" in fixed.stdout, fixed.stdout + fixed.stderr
+    assert verify_cli(path).returncode == 0
+    after = open_store(path)
+    lost = set(items) - after.complete_set("feat")
+    assert len(lost) <= (1 if target == "journal" else 0)
+    with FeatureStore(path, "a") as again:
+        write_all(again, {v: items[v] for v in lost})
+    check_equal(open_store(path), items)
+    import zarr
+
+    zarr.open_group(str(path), mode="r")["feat/packs"][f"{pack}/mask"][:1]  # zarr reads it
+
+
+def test_not_a_store_and_format_1_refused(tmp_path: Path) -> None:
+    (tmp_path / "photos").mkdir()
+    (tmp_path / "photos" / "a.jpg").write_bytes(b"x")
+    with pytest.raises(StoreError, match="not a feature store"):
+        FeatureStore(tmp_path / "photos", "a")
+    assert sorted(os.listdir(tmp_path / "photos")) == ["a.jpg"]  # untouched
+    old = tmp_path / "old.zarr"
+    old.mkdir()
+    (old / "zarr.json").write_text(json.dumps({"zarr_format": 3, "node_type": "group",
+                                               "attributes": {"affect_store": 1}}))
+    with pytest.raises(StoreError, match="extract migrate"):
+        open_store(old)
+
+
+# ---------------------------------------------------------------- rm / migrate
+def test_rm_videos_and_feature(tmp_path: Path) -> None:
+    path, items, _ = _damaged_store(tmp_path)
+    cmd = [sys.executable, "-m", "extract", "rm", "--store", str(path), "feat"]
+    dry = subprocess.run([*cmd, "spk0/clip 003"], capture_output=True, text=True, cwd=REPO)
+    assert dry.returncode == 1 and "--yes" in dry.stdout
+    assert open_store(path).is_complete("feat", "spk0/clip 003")
+    done = subprocess.run([*cmd, "spk0/clip 003", "spk1/clip 004", "--yes"], capture_output=True,
+                          text=True, cwd=REPO)
+    assert done.returncode == 0, done.stdout + done.stderr
+    left = open_store(path).complete_set("feat")
+    assert left == set(items) - {"spk0/clip 003", "spk1/clip 004"}
+    assert open_store(path).videos("feat", complete_only=False) == sorted(left)  # not damaged
+    bad = subprocess.run([*cmd, "nope", "--yes"], capture_output=True, text=True, cwd=REPO)
+    assert bad.returncode == 2 and "nope" in bad.stderr and "Traceback" not in bad.stderr
+    whole = subprocess.run([*cmd, "--yes"], capture_output=True, text=True, cwd=REPO)
+    assert whole.returncode == 0 and open_store(path).features() == []
+
+
+def _v1_store(path: Path, items: dict[str, tuple]) -> None:
+    """A format-1 store as the previous version wrote it (one array per video)."""
+    import zarr
+
+    from extract.ids import video_key
+    from extract.store import fingerprint
+
+    root = zarr.open_group(str(path), mode="a")
+    root.attrs["affect_store"] = 1
+    fp = fingerprint({"extractor": "test", "config": CFG, "dim": 6, "dtype": "float16"})
+    g = root.require_group("feat")
+    g.attrs.update({"modality": "visual", "dim": 6, "extractor": "test", "config": CFG,
+                    "fingerprint": fp, "dtype": "float16", "provenance": {"x": 1}})
+    for vid, (d, t, m) in items.items():
+        key = video_key(vid)
+        arr = g.create_array(key, data=d, chunks=(max(1, len(d)), 6))
+        g.require_group("_time").create_array(key, data=t, chunks=(max(1, len(t)),))
+        g.require_group("_mask").create_array(key, data=m, chunks=(max(1, len(m)),))
+        arr.attrs.update({"video": vid, "num_frames": len(d), "source": {"path": vid},
+                          "run_id": "r1", "complete": True})
+    g.create_array(video_key("half"), shape=(3, 6), dtype="float16", chunks=(3, 6))
+
+
+def test_migrate_format_1(tmp_path: Path) -> None:
+    items = {k: v for k, v in clips(12).items() if len(v[0])}
+    _v1_store(tmp_path / "old.zarr", items)
+    out = subprocess.run([sys.executable, "-m", "extract", "migrate", "--store",
+                          str(tmp_path / "old.zarr"), "--out", str(tmp_path / "new.zarr")],
+                         capture_output=True, text=True, cwd=REPO)
+    assert out.returncode == 0, out.stdout + out.stderr
+    assert "1 incomplete" in out.stdout
+    new = open_store(tmp_path / "new.zarr")
+    check_equal(new, items)
+    info = new.feature_info("feat")
+    assert info.provenance == {"x": 1} and new.read_video("feat", next(iter(items))).attrs[
+        "run_id"] == "r1"
+
+
+# -------------------------------------------------------------- concurrency
+_WRITER = """
+import sys, numpy as np
+from extract.store import FeatureStore
+s = FeatureStore(sys.argv[1], "a")
+s.ensure_feature("feat", modality="visual", dim=6, extractor="test",
+                 config={"weights": None, "layer": 3})
+k = int(sys.argv[2])
+for i in range(200):
+    s.write_video("feat", f"w{k}-{i}", np.full((5, 6), k, np.float16), np.arange(5.0))
+s.close()
+"""
+
+
+def test_concurrent_writers_never_share_a_file(tmp_path: Path) -> None:
+    script = tmp_path / "w.py"
+    script.write_text(_WRITER)
+    env = {**os.environ, "PYTHONPATH": str(REPO)}
+    procs = [subprocess.Popen([sys.executable, str(script), str(tmp_path / "s.zarr"), str(k)],
+                              env=env) for k in range(3)]
+    assert all(p.wait() == 0 for p in procs)
+    store = open_store(tmp_path / "s.zarr")
+    assert len(store.complete_set("feat")) == 600
+    packs = {store.entry("feat", v).pack for v in store.complete_set("feat")}
+    assert len(packs) == 3
+    for fa in store.read_videos("feat"):
+        assert (fa.data == int(fa.video[1])).all()
+    assert store.verify().ok
+
+
+# ----------------------------------------------------------------- URLs
+def test_memory_url_store(tmp_path: Path) -> None:
+    items = clips(30)
+    url = "memory://stores/t1.zarr"
+    with make(url, chunk_bytes=300) as store:
+        write_all(store, dict(list(items.items())[:10]))
+        write_all(store, dict(list(items.items())[10:]))
+    store = open_store(url)
+    check_equal(store, items)
+    assert store.verify().ok
+    assert store.table() and store.features() == ["feat"]
+
+
+def test_file_url_is_the_local_path(tmp_path: Path) -> None:
+    with make(f"file://{tmp_path}/s.zarr") as store:
+        write_all(store, clips(3))
+    assert (tmp_path / "s.zarr" / "feat" / "zarr.json").is_file()
+    assert len(open_store(tmp_path / "s.zarr").complete_set("feat")) == 3
