@@ -10,6 +10,7 @@ from __future__ import annotations
 import hashlib
 import json
 import logging
+import os
 import re
 from abc import ABC, abstractmethod
 from collections.abc import Callable, Iterable, Mapping, Sequence
@@ -157,11 +158,17 @@ def files_by_video(source: Path, suffixes: tuple[str, ...]) -> list[tuple[str, P
         if source.suffix.lower() not in suffixes:
             raise ImportFormatError(f"{source} is not a {'/'.join(suffixes)} file")
         return [(source.stem, source)]
-    files = sorted(p for p in source.rglob("*") if p.is_file() and p.suffix.lower() in suffixes
-                   and not p.name.startswith(("_", ".")))
-    if not files:
+    found: list[tuple[str, Path]] = []
+    for folder, dirs, names in os.walk(source):  # os.walk: fast on 100k-file folders
+        dirs.sort()
+        rel = Path(folder).relative_to(source).as_posix()
+        for name in names:
+            stem, dot, ext = name.rpartition(".")
+            if dot and f".{ext.lower()}" in suffixes and not name.startswith(("_", ".")):
+                found.append((stem if rel == "." else f"{rel}/{stem}", Path(folder, name)))
+    if not found:
         raise ImportFormatError(f"no {'/'.join(suffixes)} files under {source}")
-    return [(p.relative_to(source).with_suffix("").as_posix(), p) for p in files]
+    return sorted(found)
 
 
 def video_relpath(video: str, suffix: str) -> PurePosixPath:

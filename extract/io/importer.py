@@ -167,13 +167,14 @@ def _check_all(items: list[SourceItem], fs: FeatureStore, name: str, dtype: str,
     cached = 0
     seen: dict[str, str] = {}
     dim_names: list[str] | None = None
+    complete = fs.complete_set(name)  # the index, read once
     for item in items:
         if item.video in seen:
             report.bad.append((item.video, f"{item.where}: video id {item.video!r} also comes "
                                            f"from {seen[item.video]}"))
             continue
         seen[item.video] = item.where
-        if not overwrite and fs.is_complete(name, item.video):
+        if not overwrite and item.video in complete:
             report.skipped.append(item.video)
             continue
         try:

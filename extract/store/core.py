@@ -357,13 +357,15 @@ class FeatureStore:
             if bad.any():
                 raise StoreError(f"{feature}/{video}: values do not fit the stored dtype "
                                  f"{info.dtype}; store the feature as float32")
-        attrs = plain({"video": video, "num_frames": int(len(data)),
-                       "valid_frames": int(mask.sum()), "time": regular_time(timestamps),
-                       "rate": row_rate(timestamps), "fingerprint": info.fingerprint,
-                       "source": dict(source or {}), "written": now(),
-                       **dict(extra_attrs or {})})
+        regular = regular_time(timestamps)
+        rate = (round(1.0 / regular["frame_shift"], 6) if regular and regular["frame_shift"] > 0
+                else row_rate(timestamps))
+        attrs = plain({"num_frames": int(len(data)), "valid_frames": int(mask.sum()),
+                       "time": regular, "rate": rate, "source": dict(source or {}),
+                       "written": now(), **dict(extra_attrs or {})})
         writer = self._writer(feature, info)
-        replaces = self.index(feature).live.get(video)
+        idx = self._indexes.get(feature) or self.index(feature)  # no re-read per write
+        replaces = idx.live.get(video)
         try:
             writer.append(video, stored, timestamps, mask, attrs, replaces)
             if commit:
@@ -373,21 +375,24 @@ class FeatureStore:
                 writer.commit()
             writer.abandon()  # the next write starts a new pack
             self._writers.pop(feature, None)
+            self._stale.add(feature)
             raise
-        self._stale.add(feature)
+        if commit:
+            self.index(feature, refresh=True)  # own commits are seen at once
 
     def commit(self) -> int:
         """Make every staged video complete; returns how many were committed."""
         n = 0
         for feature, writer in self._writers.items():
             n += writer.commit()
-            self._stale.add(feature)
+            self.index(feature, refresh=True)
         return n
 
     def _writer(self, feature: str, info: FeatureInfo) -> PackWriter:
         writer = self._writers.get(feature)
         if writer is None:
-            who = {"host": socket.gethostname(), "pid": os.getpid(), "created": now()}
+            who = {"host": socket.gethostname(), "pid": os.getpid(), "created": now(),
+                   "fingerprint": info.fingerprint}
             writer = self._writers[feature] = PackWriter(
                 self.files, feature, info.dim, info.dtype, who, pack_bytes=self.pack_bytes,
                 chunk_bytes=self.chunk_bytes)
@@ -446,8 +451,18 @@ class FeatureStore:
             data = data.astype(dtype, copy=False)
         t = self._reader.read(feature, entry, layout, "time")
         m = self._reader.read(feature, entry, layout, "mask")
-        attrs = {**entry.attrs, "complete": True, "dim": layout.dim}
-        return FeatureArray(feature, entry.video, data, t, m, attrs)
+        return FeatureArray(feature, entry.video, data, t, m, self._attrs(feature, entry, layout))
+
+    def _attrs(self, feature: str, entry: Entry, layout: PackLayout) -> dict[str, Any]:
+        """A video's attributes as readers see them."""
+        try:
+            own = entry.attrs
+        except ValueError:
+            raise StoreError(f"the index entry of {feature}/{entry.video} has damaged "
+                             f"attributes; run `extract verify --store {self.path}`") from None
+        writer = self.index(feature).writers.get(entry.pack, {})
+        return {"video": entry.video, **own, "dim": layout.dim,
+                "fingerprint": writer.get("fingerprint"), "complete": True}
 
     def read_videos(self, feature: str, videos: Iterable[str] | None = None, *,
                     dtype: Any = None) -> list[FeatureArray]:
@@ -464,13 +479,21 @@ class FeatureStore:
             raise StoreError(f"{len(missing)} videos of feature {feature!r} are not complete in "
                              f"{self.path}: {', '.join(missing[:5])}"
                              + (" …" if len(missing) > 5 else ""))
-        order = sorted(range(len(wanted)), key=lambda i: (idx.live[wanted[i]].pack,
-                                                          idx.live[wanted[i]].start))
-        out: list[FeatureArray | None] = [None] * len(wanted)
+        entries = [idx.live[v] for v in wanted]
+        got: dict[str, FeatureArray] = {}
         with self._reader.bulk():
-            for i in order:
-                out[i] = self._read_entry(feature, idx.live[wanted[i]], dtype)
-        return out  # type: ignore[return-value]
+            for pack, span in _spans(entries, lambda p: self.layout(feature, p)):
+                layout = self.layout(feature, pack)
+                lo, hi = span[0].start, max(e.start + e.rows for e in span)
+                data, t, m = (self._reader.read_span(feature, pack, layout, name, lo, hi)
+                              for name in ("data", "time", "mask"))
+                if dtype is not None:
+                    data = data.astype(dtype, copy=False)
+                for e in span:  # views into the span's arrays: no copy per video
+                    a, b = e.start - lo, e.start - lo + e.rows
+                    got[e.eid] = FeatureArray(feature, e.video, data[a:b], t[a:b], m[a:b],
+                                              self._attrs(feature, e, layout))
+        return [got[e.eid] for e in entries]
 
     def iter_videos(self, feature: str) -> Iterator[FeatureArray]:
         yield from self.read_videos(feature)
@@ -491,7 +514,10 @@ class FeatureStore:
                     "extractor": info.extractor, "weights": weights}
             for vid in sorted(set(idx.live) | set(idx.damaged)):
                 e = idx.live.get(vid)
-                a = e.attrs if e is not None else {}
+                try:
+                    a = e.attrs if e is not None else {}
+                except ValueError:  # damaged attributes: verify reports them
+                    a = {}
                 rows.append({**base, "video": vid, "frames": a.get("num_frames"),
                              "rate": a.get("rate"), "valid": a.get("valid_frames"),
                              "complete": e is not None})
@@ -523,6 +549,33 @@ class FeatureStore:
         for f in sorted(runs.glob("*/failures.jsonl")) if runs.is_dir() else []:
             out += [json.loads(line) for line in f.read_text().splitlines() if line.strip()]
         return out
+
+
+#: A bulk read reads rows between two wanted videos when the gap is under this many bytes,
+#: and cuts spans at this many bytes.
+_GAP_BYTES = 1 << 20
+_SPAN_BYTES = 256 << 20
+
+
+def _spans(entries: list[Entry], layout_of: Any) -> Iterator[tuple[str, list[Entry]]]:
+    """Entries grouped by pack and cut into runs that are read with one request each."""
+    by_pack: dict[str, list[Entry]] = {}
+    for e in entries:
+        by_pack.setdefault(e.pack, []).append(e)
+    for pack, group in sorted(by_pack.items()):
+        row_bytes = max(1, layout_of(pack).array("data").row_bytes)
+        group.sort(key=lambda e: e.start)
+        span: list[Entry] = []
+        end = 0
+        for e in group:
+            if span and ((e.start - end) * row_bytes > _GAP_BYTES
+                         or (e.start + e.rows - span[0].start) * row_bytes > _SPAN_BYTES):
+                yield pack, span
+                span = []
+            span.append(e)
+            end = max(end, e.start + e.rows) if len(span) > 1 else e.start + e.rows
+        if span:
+            yield pack, span
 
 
 def _mismatch(name: str, path: str, info: FeatureInfo, fp: str, extractor: str,

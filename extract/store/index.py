@@ -2,12 +2,15 @@
 
 Each journal is written by one writer only: ``_index/<pack>.jsonl`` by the pack's writer
 (local stores; on object stores one object ``<pack>.<seq>.jsonl`` per commit), and
-``_index/admin-<id>.jsonl`` by one ``extract rm`` / ``extract verify --fix`` process. Lines:
+``_index/admin-<id>.jsonl`` by one ``extract rm`` / ``extract verify --fix`` process. A line is
+a JSON array, for a put followed by a tab and the video's attributes as a JSON object (kept
+unparsed until asked for, so loading the index of a million videos stays fast):
 
-- ``{"op": "pack", "pack", "layout", "writer"}``: a pack's header (its first line);
-- ``{"op": "put", "v": video, "p": pack, "s": first row, "n": rows, "crc": [data, time, mask],
-  "t": commit time, "a": per-video attributes}``: a committed video;
-- ``{"op": "del", "v": video, "e": entry id, "t": time, "why": reason}``: kills one put.
+- ``["pack", pack, layout, writer]``: a pack's header (its journal's first line);
+- ``["put", video, pack, first row, rows, crc data, crc time, crc mask, commit time]`` ``\\t``
+  ``{attributes}``: a committed video;
+- ``["del", video, entry id, time, reason]``: kills one put (``extract rm``, ``verify --fix``,
+  or a writer replacing a video).
 
 A line counts only when it ends with a newline (a torn last line is a killed writer's). For each
 video the newest put that no ``del`` names is live.
@@ -38,32 +41,43 @@ class Entry:
     rows: int
     crc: tuple[int, int, int]
     t: float
-    attrs: dict[str, Any]
+    raw_attrs: bytes = b"{}"
+    _attrs: dict[str, Any] | None = None
 
     @property
     def eid(self) -> str:
         return f"{self.pack}:{self.start}"
 
-    def line(self) -> dict[str, Any]:
-        return {"op": "put", "v": self.video, "p": self.pack, "s": self.start, "n": self.rows,
-                "crc": list(self.crc), "t": self.t, "a": self.attrs}
+    @property
+    def attrs(self) -> dict[str, Any]:
+        """Per-video attributes (parsed on first use)."""
+        if self._attrs is None:
+            self._attrs = json.loads(self.raw_attrs)
+        return self._attrs
+
+    def line(self) -> bytes:
+        head = _dump(["put", self.video, self.pack, self.start, self.rows, *self.crc, self.t])
+        return head + b"\t" + self.raw_attrs + b"\n"
 
 
 def put_line(entry: Entry) -> bytes:
-    return _dump(entry.line())
+    return entry.line()
+
+
+def encode_attrs(attrs: dict[str, Any]) -> bytes:
+    return _dump(attrs)
 
 
 def del_line(video: str, eid: str, t: float, why: str) -> bytes:
-    return _dump({"op": "del", "v": video, "e": eid, "t": t, "why": why})
+    return _dump(["del", video, eid, t, why]) + b"\n"
 
 
 def header_line(pack: str, layout: PackLayout, writer: dict[str, Any]) -> bytes:
-    return _dump({"op": "pack", "pack": pack, "layout": layout.to_dict(), "writer": writer})
+    return _dump(["pack", pack, layout.to_dict(), writer]) + b"\n"
 
 
-def _dump(obj: dict[str, Any]) -> bytes:
-    return (json.dumps(obj, separators=(",", ":"), ensure_ascii=False, default=str)
-            + "\n").encode()
+def _dump(obj: Any) -> bytes:
+    return json.dumps(obj, separators=(",", ":"), ensure_ascii=False, default=str).encode()
 
 
 @dataclass
@@ -88,6 +102,7 @@ class FeatureIndex:
     live: dict[str, Entry] = field(default_factory=dict)  # video → its live entry
     damaged: dict[str, str] = field(default_factory=dict)  # video → why (no live entry)
     layouts: dict[str, PackLayout] = field(default_factory=dict)  # pack → layout
+    writers: dict[str, dict[str, Any]] = field(default_factory=dict)  # pack → its writer
     problems: list[Problem] = field(default_factory=list)
     _lines: dict[str, int] = field(default_factory=dict)  # journal → lines consumed
 
@@ -111,37 +126,51 @@ class FeatureIndex:
         lines = raw.split(b"\n")[:-1]
         first = self._lines.get(journal, 0)
         self._lines[journal] = first + len(lines)
+        parts = [line.partition(b"\t") for line in lines]
         try:  # one parse for the whole block (fast); line by line only when something is junk
-            records = json.loads(b"[" + b",".join(lines) + b"]")
+            heads = json.loads(b"[" + b",".join([p[0] for p in parts]) + b"]")
         except ValueError:
-            records = []
-            for i, line in enumerate(lines):
+            heads = []
+            for i, p in enumerate(parts):
                 try:
-                    records.append(json.loads(line))
+                    heads.append(json.loads(p[0]))
                 except ValueError:
+                    heads.append(None)
                     self.problems.append(Problem(journal, first + i + 1, "not valid JSON"))
-        for i, rec in enumerate(records):
+        for i, (head, part) in enumerate(zip(heads, parts, strict=True)):
+            if head is None:
+                continue
             try:
-                self._record(rec)
-            except (KeyError, TypeError, ValueError) as exc:
+                self._record(head, part[2])
+            except (KeyError, TypeError, ValueError, IndexError) as exc:
                 self.problems.append(Problem(journal, first + i + 1,
                                              f"not an index record ({exc})"))
 
-    def _record(self, rec: dict[str, Any]) -> None:
-        op = rec["op"]
+    def _record(self, rec: list[Any], tail: bytes) -> None:
+        op = rec[0]
         if op == "put":
-            e = Entry(str(rec["v"]), str(rec["p"]), int(rec["s"]), int(rec["n"]),
-                      tuple(int(c) for c in rec["crc"]), float(rec["t"]), dict(rec["a"]))
-            if len(e.crc) != 3 or e.rows < 0 or e.start < 0:
-                raise ValueError("bad rows or checksums")
-            self.puts[e.eid] = e
-            self.by_video.setdefault(e.video, []).append(e.eid)
-            self._settle(e.video)
+            _, video, pack, start, rows, c0, c1, c2, t = rec
+            if (type(start) is not int or type(rows) is not int or rows < 0 or start < 0
+                    or not isinstance(video, str) or not isinstance(pack, str) or not tail):
+                raise ValueError("bad video, rows or attributes")
+            e = Entry(video, pack, start, rows, (c0, c1, c2), float(t), tail)
+            eid = e.eid
+            self.puts[eid] = e
+            ids = self.by_video.get(video)
+            if ids is None and eid not in self.killed:  # the common case: a first, live put
+                self.by_video[video] = [eid]
+                self.live[video] = e
+                return
+            self.by_video.setdefault(video, []).append(eid)
+            self._settle(video)
         elif op == "del":
-            self.killed[str(rec["e"])] = str(rec.get("why", "removed"))
-            self._settle(str(rec["v"]))
+            _, video, eid, _t, why = rec
+            self.killed[str(eid)] = str(why)
+            self._settle(str(video))
         elif op == "pack":
-            self.layouts[str(rec["pack"])] = PackLayout.from_dict(rec["layout"])
+            _, pack, layout, writer = rec
+            self.layouts[str(pack)] = PackLayout.from_dict(layout)
+            self.writers[str(pack)] = dict(writer)
         else:
             raise ValueError(f"unknown op {op!r}")
 
@@ -154,5 +183,5 @@ class FeatureIndex:
             return
         self.live.pop(video, None)
         reasons = [self.killed[e] for e in self.by_video.get(video, ()) if e in self.killed]
-        if reasons and reasons[-1] != "removed":
+        if reasons and reasons[-1] not in ("removed", "replaced"):
             self.damaged[video] = reasons[-1]

@@ -22,7 +22,7 @@ import numpy as np
 
 from extract.errors import StoreError
 from extract.store.fs import Files
-from extract.store.index import Entry, del_line, header_line, put_line
+from extract.store.index import Entry, del_line, encode_attrs, header_line, put_line
 from extract.store.layout import (
     ARRAYS,
     CHUNK_BYTES,
@@ -103,9 +103,9 @@ class PackWriter:
             raw = row_bytes(arrays[name], spec)
             sums.append(crc(raw))
             self._write_rows(pk, spec, pk.used, raw)
-        entry = Entry(video, pk.pack, pk.used, n, (sums[0], sums[1], sums[2]), 0.0, attrs)
+        entry = Entry(video, pk.pack, pk.used, n, (sums[0], sums[1], sums[2]), time.time(),
+                      encode_attrs(attrs))
         pk.used += n
-        entry.t = time.time()
         self.staged.append(put_line(entry))
         if replaces is not None and replaces.eid != entry.eid:
             self.staged.append(del_line(video, replaces.eid, entry.t, "replaced"))
@@ -174,7 +174,7 @@ class PackWriter:
         if pk is not None:
             self._flush(pk)
         lines = b"".join(self.staged)
-        n = sum(1 for line in self.staged if line.startswith(b'{"op":"put"'))
+        n = sum(1 for line in self.staged if line.startswith(b'["put"'))
         journal = f"{self.feature}/{INDEX}/{pk.pack if pk else 'orphan'}"
         if self.files.local:
             self.files.append(f"{journal}.jsonl", lines, sync=FSYNC)
@@ -291,6 +291,47 @@ class PackReader:
             row += take
             done += take
         return out
+
+    def read_span(self, feature: str, pack: str, layout: PackLayout, name: str, start: int,
+                  stop: int) -> np.ndarray:
+        """Rows ``start … stop`` of one pack array as a new array, read with one system call
+        per chunk piece (``preadv`` straight into the array on a local store)."""
+        spec = layout.array(name)
+        n = stop - start
+        out = np.empty((n, *spec.row_shape()), spec.dtype.newbyteorder("<"))
+        if not n:
+            return out
+        flat = memoryview(out.reshape(-1)).cast("B")
+        row = start
+        while row < stop:
+            index, within = divmod(row, spec.chunk_rows)
+            take = min(spec.chunk_rows - within, stop - row)
+            path = f"{pack_dir(feature, pack)}/{spec.name}/{spec.chunk_key(index)}"
+            dest = flat[(row - start) * spec.row_bytes:(row - start + take) * spec.row_bytes]
+            if self.files.local:
+                self._pread(path, within * spec.row_bytes, dest, spec)
+            else:
+                dest[:] = memoryview(self._chunk(path, spec, within, take)).cast("B")
+            row += take
+        return out
+
+    def _pread(self, path: str, offset: int, dest: memoryview, spec: ArraySpec) -> None:
+        full = self.files.path(path)
+        try:
+            fd = os.open(full, os.O_RDONLY)
+        except FileNotFoundError:
+            raise StoreError(f"chunk file {full} is missing (run `extract verify`)") from None
+        try:
+            if os.fstat(fd).st_size < spec.chunk_bytes:
+                raise StoreError(f"chunk file {full} is truncated (run `extract verify`)")
+            got = 0
+            while got < len(dest):
+                n = os.preadv(fd, [dest[got:]], offset + got)
+                if n <= 0:
+                    raise StoreError(f"chunk file {full} ended early")
+                got += n
+        finally:
+            os.close(fd)
 
     def _chunk(self, path: str, spec: ArraySpec, within: int, take: int) -> np.ndarray:
         """Rows ``within … within+take`` of one chunk file (a view of its map, or bytes)."""

@@ -246,7 +246,7 @@ class _Feature:
         try:
             fa = self.store._read_entry(self.name, e)
         except StoreError as exc:
-            return str(exc)
+            return str(exc).split(";")[0]
         got = (crc(np.ascontiguousarray(fa.data)), crc(fa.timestamps), crc(fa.mask))
         self.report.bytes_checked += fa.data.nbytes + fa.timestamps.nbytes + fa.mask.nbytes
         names = [n for n, a, b in zip(ARRAYS, got, e.crc, strict=True) if a != b]
@@ -261,8 +261,8 @@ class _Feature:
             return "non-finite values in valid rows"
         if int(fa.mask.sum()) != e.attrs.get("valid_frames", int(fa.mask.sum())):
             return "mask count differs from attrs"
-        if fp is not None and e.attrs.get("fingerprint") not in (None, fp):
-            return f"fingerprint {e.attrs.get('fingerprint')} differs from the feature's {fp}"
+        if fp is not None and fa.attrs.get("fingerprint") not in (None, fp):
+            return f"fingerprint {fa.attrs.get('fingerprint')} differs from the feature's {fp}"
         return ""
 
     def _damage(self, e: Entry, why: str) -> None:
