@@ -409,9 +409,12 @@ def densenet_pth(tmp_path_factory):
 
 
 def ds_spec(weights, dim: int, **options) -> FeatureSpec:
+    """The project's earlier DeepSpectrum variant (equal mel bands, 224 px, zero-padded tail),
+    which the options keep; tests/test_deepspectrum_fidelity.py covers DeepSpectrum's own."""
     return spec("ds", "deepspectrum", dim, weights, rate=10,
                 input={"sample_rate": SR, "window": 1.0, "hop": 0.1},
-                options={"n_mels": 128, "colormap": "viridis", **options})
+                options={"n_mels": 128, "colormap": "viridis", "freq_axis": "mel",
+                         "plot_size": 224, "tail": "pad", **options})
 
 
 def test_deepspectrum_matches_direct_model(densenet_pth):
@@ -423,7 +426,8 @@ def test_deepspectrum_matches_direct_model(densenet_pth):
     rows = loaded(ds_spec(path, model.embedding_dim, batch_size=3)).extract(wav)
     wins, times = windows(wav, SR, 1.0, 0.1)
     with torch.inference_mode():
-        ref = model.forward_features(preprocess_rgb(spectrogram_images(wins), size=None))
+        pictures = spectrogram_images(wins, size=224, freq_axis="mel")
+        ref = model.forward_features(preprocess_rgb(pictures, size=None))
     assert rows.values[""].shape == (8, model.embedding_dim) == ref.shape
     np.testing.assert_allclose(rows.values[""], ref.numpy(), atol=1e-5)
     np.testing.assert_allclose(rows.times, times)
@@ -432,7 +436,8 @@ def test_deepspectrum_matches_direct_model(densenet_pth):
     np.testing.assert_allclose(at.times, centers, atol=0.5 / SR)
     wins, _ = windows(wav, SR, 1.0, centers=centers)
     with torch.inference_mode():
-        ref = model.forward_features(preprocess_rgb(spectrogram_images(wins), size=None))
+        pictures = spectrogram_images(wins, size=224, freq_axis="mel")
+        ref = model.forward_features(preprocess_rgb(pictures, size=None))
     np.testing.assert_allclose(at.values[""], ref.numpy(), atol=1e-5)
 
 

@@ -329,7 +329,7 @@ def test_spectrogram_image_shape_and_colours() -> None:
     assert lut[0].tolist() == [68, 1, 84]  # viridis' dark purple
 
     images = spectrogram_images(np.stack([noisy(7), np.zeros(SR, np.float32)]))
-    assert images.shape == (2, 224, 224, 3) and images.dtype == np.uint8
+    assert images.shape == (2, 227, 227, 3) and images.dtype == np.uint8  # DeepSpectrum's size
     assert (images[1] == lut[0]).all()  # silence: a flat image of the lowest colour
     colours = images[0].reshape(-1, 3)
     assert np.isin(colours.view([("", np.uint8)] * 3), lut.view([("", np.uint8)] * 3)).all()
@@ -340,12 +340,16 @@ def test_spectrogram_image_frequency_axis_points_up() -> None:
     power = mel_power_spectrogram(wav)
     assert power.shape == (1, 128, 61)  # 1 + (16000 - 512) // 256 frames
     band = int(power[0].mean(dim=1).argmax())
-    image = spectrogram_images(wav)
+    image = spectrogram_images(wav, size=224, freq_axis="mel")  # equal band heights
     hottest = np.where((image == colormap_lut()[255]).all(axis=-1).any(axis=1))[0]
     rows = np.arange(224)
     band_rows = rows[127 - np.floor((rows + 0.5) * 128 / 224).astype(int) == band]
     assert len(hottest) and set(hottest) <= set(band_rows)
     assert band_rows.min() > 112  # a low tone sits in the lower half
+    # librosa's symlog axis gives 0-1 kHz 40 % of the height at 16 kHz: the tone sits higher
+    symlog = spectrogram_images(wav)
+    hot = np.where((symlog == colormap_lut()[255]).all(axis=-1).any(axis=1))[0]
+    assert len(hot) and hot.min() > 227 * 0.6 and hot.max() < 227 - 1
 
 
 def test_spectrogram_image_level() -> None:

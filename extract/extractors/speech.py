@@ -61,7 +61,7 @@ from extract.extractors.audio_windows import (
     positive,
     rows_at_centers,
 )
-from extract.extractors.base import EXTRACTORS, AudioRows
+from extract.extractors.base import EXTRACTORS, AudioRows, to_device
 
 if TYPE_CHECKING:
     import torch
@@ -404,7 +404,7 @@ class HfSpeechExtractor(TorchAudioExtractor):
         """``(B, S)`` (normalised) float32 waveforms → ``(B, T, D)`` rows of the chosen layer."""
         import torch
 
-        x = torch.from_numpy(np.ascontiguousarray(batch)).to(self.device)
+        x = to_device(torch.from_numpy(np.ascontiguousarray(batch)), self.device)
         with self.autocast():
             out = self.model(x, output_hidden_states=self.layer != "last")
             if self.layer == "last":
