@@ -215,8 +215,9 @@ class VideoJob:
 
     def _visual_rows(self, extractor: Extractor, crops: np.ndarray, valid: np.ndarray,
                      times: np.ndarray) -> None:
-        """Add this frame batch's rows (zeros for now) and queue its crops; run the backbone
-        once the queue holds the extractor's ``batch_size`` crops (default: every batch)."""
+        """Add this frame batch's rows (zeros for now) and queue its crops; the backbone runs
+        on whole batches of the extractor's ``batch_size`` crops as they fill up (default:
+        whatever each frame batch holds)."""
         name = extractor.spec.name
         targets = {}
         for output, dim in extractor.outputs().items():
@@ -225,23 +226,34 @@ class VideoJob:
         if valid.any():
             self.pending[name].append(PendingCrops(np.ascontiguousarray(crops[valid]),
                                                    np.flatnonzero(valid), targets))
-        queued = sum(len(p.crops) for p in self.pending[name])
-        if queued and queued >= (getattr(extractor, "batch_size", None) or 1):
-            self._flush(extractor)
+        self._flush(extractor)
 
-    def _flush(self, extractor: Extractor) -> None:
-        """Run the backbone on the queued crops and fill their rows in place."""
+    def _flush(self, extractor: Extractor, final: bool = False) -> None:
+        """Run the backbone on the queued crops (whole batches, or all when ``final``) and fill
+        their rows in place."""
         name = extractor.spec.name
-        queue, self.pending[name] = self.pending.pop(name, []), []
-        if not queue:
+        size = getattr(extractor, "batch_size", None) or 1
+        queue = self.pending.get(name, [])
+        total = sum(len(p.crops) for p in queue)
+        take = total if final else total - total % size
+        if take == 0:
             return
-        crops = np.concatenate([p.crops for p in queue])
+        chosen, rest, n = [], [], 0
+        for part in queue:
+            k = min(len(part.crops), take - n)
+            if k > 0:
+                chosen.append(PendingCrops(part.crops[:k], part.rows[:k], part.targets))
+            if k < len(part.crops):
+                rest.append(PendingCrops(part.crops[k:], part.rows[k:], part.targets))
+            n += max(k, 0)
+        self.pending[name] = rest
+        crops = np.concatenate([p.crops for p in chosen])
         with extractor.autocast():
             out = extractor.extract(crops)
         out = {k: np.asarray(v, dtype=np.float32) for k, v in out.items()}
         check_outputs(extractor, out, len(crops))
         first = 0
-        for part in queue:
+        for part in chosen:
             last = first + len(part.crops)
             for output, target in part.targets.items():
                 key = "" if output == name else output[len(name) + 1:]
@@ -256,7 +268,7 @@ class VideoJob:
             extractor = self.ctx.extractors[name]
             t0 = time.perf_counter()
             try:
-                self._flush(extractor)
+                self._flush(extractor, final=True)
             except Exception as exc:
                 self.fail([name], "extract", exc)
             self._time(name, t0)
