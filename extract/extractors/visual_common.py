@@ -43,14 +43,36 @@ def dim_error(spec: FeatureSpec, source: object, got: int, what: str = "rows") -
                        f"dim {spec.dim} for {spec.name!r}; set dim or use another checkpoint")
 
 
+def pil_resize(crops: np.ndarray, size: tuple[int, int], resample: int) -> np.ndarray:
+    """uint8 ``(N, H, W, 3)`` → ``(N, h, w, 3)`` with ``PIL.Image.resize`` and filter
+    ``resample`` (PIL's numbering, as Hugging Face image processors store it: 0 nearest,
+    1 lanczos, 2 bilinear, 3 bicubic, 4 box, 5 hamming)."""
+    from PIL import Image
+
+    try:
+        method = Image.Resampling(int(resample))
+    except ValueError as exc:
+        raise ConfigError(f"resample {resample!r} is not a PIL filter (0-5)") from exc
+    h, w = size
+    return np.stack([np.asarray(Image.fromarray(c).resize((w, h), method)) for c in crops])
+
+
 def resize_normalize(crops: np.ndarray, size: tuple[int, int], mean: tuple[float, ...],
-                     std: tuple[float, ...], scale: float = 1 / 255) -> torch.Tensor:
-    """uint8 ``(N, H, W, 3)`` → float ``(N, 3, h, w)``: bilinear (antialiased) resize to
-    ``size`` when needed, ``x * scale``, then ``(x - mean) / std`` per channel."""
+                     std: tuple[float, ...], scale: float = 1 / 255,
+                     resample: int | None = None) -> torch.Tensor:
+    """uint8 ``(N, H, W, 3)`` → float ``(N, 3, h, w)``: resize to ``size`` when needed,
+    ``x * scale``, then ``(x - mean) / std`` per channel.
+
+    With ``resample`` (a PIL filter number) the resize is PIL's on the uint8 crops, as a Hugging
+    Face image processor does it; without, a bilinear antialiased resize in torch.
+    """
     import torch
     import torch.nn.functional as F
 
-    x = torch.from_numpy(np.ascontiguousarray(crops)).permute(0, 3, 1, 2).float()
+    crops = np.ascontiguousarray(crops)
+    if resample is not None and tuple(crops.shape[1:3]) != tuple(size):
+        crops = pil_resize(crops, tuple(size), resample)
+    x = torch.from_numpy(crops).permute(0, 3, 1, 2).float()
     if tuple(x.shape[-2:]) != tuple(size):
         x = F.interpolate(x, size=tuple(size), mode="bilinear", align_corners=False,
                           antialias=True)
