@@ -288,6 +288,23 @@ def test_sentence_mean_norm_uses_relative_lengths() -> None:
         sentence_mean_norm(feats, torch.tensor([1.0, 1.5]))
 
 
+def test_sentence_mean_norm_counts_frames_as_current_speechbrain() -> None:
+    """Current SpeechBrain (make_padding_mask): frame j counts iff j < L * T - 1e-6; releases
+    up to 1.0.3 counted round(L * T). They differ for fractional parts below one half."""
+    t = 10
+    feats = torch.randn(4, t, 3, generator=torch.Generator().manual_seed(0)) + 3.0
+    lengths = torch.tensor([1.0, 0.5, 0.43, 0.77])  # 10, 5, 4.3 and 7.7 frames
+    out = sentence_mean_norm(feats, lengths)
+    for i, frames in enumerate([10, 5, 5, 8]):  # ceil(L * T - 1e-6)
+        # the reference, written out: mask = arange(T) < L * T - eps; mean over the mask
+        mask = torch.arange(t) < (lengths[i] * t - 1e-6)
+        assert int(mask.sum()) == frames
+        mean = (feats[i] * mask[:, None]).sum(0) / mask.sum()
+        torch.testing.assert_close(out[i], feats[i] - mean)
+    old_rule = feats[2] - feats[2, :4].mean(0)  # round(4.3) = 4 frames (SpeechBrain <= 1.0.3)
+    assert (out[2] - old_rule).abs().max() > 1e-3
+
+
 # --------------------------------------------------------------------------- windows
 
 
