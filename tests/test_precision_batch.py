@@ -179,3 +179,22 @@ def test_gpu_copy_is_pinned_and_non_blocking() -> None:
     assert calls == [("cpu", False)]
     x = torch.arange(4.0)
     assert torch.equal(to_device(x, "cpu"), x)
+
+
+def test_cli_precision_and_batch_size(setup: dict, tmp_path: Path) -> None:
+    from typer.testing import CliRunner
+
+    from extract.cli import app
+
+    store = tmp_path / "cli.zarr"
+    base = ["run", "-f", "ds", "-i", str(setup["audio"]), "-s", str(store), "--workers", "0",
+            "--catalog", str(setup["catalog"]), "--no-progress"]
+    ran = CliRunner().invoke(app, [*base, "--precision", "fp32", "--batch-size", "16",
+                                   "--batch-size", "ds=3"])
+    assert ran.exit_code == 0, ran.output
+    info = open_store(str(store)).feature_info("ds")
+    assert info.config["precision"] == "fp32" and "batch_size" not in info.config["options"]
+    bad = CliRunner().invoke(app, [*base, "--precision", "half"])
+    assert bad.exit_code == 2 and "--precision must be one of fp32 | bf16 | fp16" in bad.output
+    bad = CliRunner().invoke(app, [*base, "--batch-size", "ds=x"])
+    assert bad.exit_code == 2 and "--batch-size 'ds=x'" in bad.output
