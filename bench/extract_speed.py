@@ -241,7 +241,7 @@ def main(argv: list[str] | None = None) -> int:
     import transformers
 
     from extract.catalog import load_catalog
-    from extract.extractors.base import create
+    from extract.extractors.base import create, default_precision
 
     transformers.utils.logging.set_verbosity_error()
     transformers.utils.logging.disable_progress_bar()
@@ -265,7 +265,9 @@ def main(argv: list[str] | None = None) -> int:
                           write_wav(root / "aud" / "tiny" / "clip.wav", 1.0)),
         }
         specs = load_catalog(catalog)
-        extractors = {name: create(specs[name], device) for name in inputs}
+        # the precision the runner's e2e run uses by default (bf16 with --gpus, else fp32)
+        precision = default_precision(1 if device.startswith("cuda") else 0)
+        extractors = {name: create(specs[name], device, precision) for name in inputs}
         for ex in extractors.values():
             ex.load()
         pure_inputs = {

@@ -118,7 +118,14 @@ def run_cmd(
     gpus: Annotated[int, typer.Option(help="Use N GPUs: one worker process per GPU.")] = 0,
     workers: Annotated[int, typer.Option(help="CPU worker processes (when --gpus is 0); 0 "
                                          "runs in this process (debugging).")] = 1,
-    batch_size: Annotated[int, typer.Option("--batch-size", help="Frames per batch.")] = 32,
+    batch_size: Annotated[list[str] | None, typer.Option(
+        "--batch-size", help="B: frames per decode batch (default 32, also each backbone's "
+        "batch); NAME=B: feature NAME's own batch (face crops per forward, gathered across "
+        "frame batches; windows or chunks per forward for audio). Repeatable.")] = None,
+    precision: Annotated[str | None, typer.Option(
+        help="Backbone precision: fp32 | bf16 | fp16 (default: bf16 with --gpus, fp32 on the "
+        "CPU). Recorded in each feature's config and fingerprint; fp32 reproduces the "
+        "papers' extractors.")] = None,
     limit: Annotated[int | None, typer.Option(help="Only the K longest unfinished inputs.")
                      ] = None,
     sample: Annotated[str, typer.Option(help="Frame sampling: all | fps:F | count:N.")] = "all",
@@ -153,12 +160,21 @@ def run_cmd(
 
     Example: extract run --feature egemaps,fbank --input data/demo --store demo.zarr --workers 2
     """
-    from extract.runner import RunOptions, parse_sets, parse_weights, run, split_names
+    from extract.runner import (
+        RunOptions,
+        parse_batch_sizes,
+        parse_sets,
+        parse_weights,
+        run,
+        split_names,
+    )
 
     with _errors():
+        batch, batch_sizes = parse_batch_sizes(batch_size)
         options = RunOptions(
             features=split_names(feature), input=input, store=str(store), gpus=gpus,
-            workers=workers, batch_size=batch_size, limit=limit, sample=sample,
+            workers=workers, batch_size=batch, batch_sizes=batch_sizes, precision=precision,
+            limit=limit, sample=sample,
             image_fps=image_fps, weights=parse_weights(weights or []),
             sets=parse_sets(set_ or []), catalog=catalog, detector=detector,
             plugins=split_names(plugin or []), run_id=run_id, progress=progress,

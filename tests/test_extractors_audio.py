@@ -3,6 +3,7 @@ architectures, saved in the formats users have and loaded through the extractors
 
 from __future__ import annotations
 
+import json
 import subprocess
 import sys
 
@@ -82,10 +83,13 @@ def speech_model(request, tmp_path_factory):
 
 @pytest.fixture(scope="module")
 def w2v_layer_norm(tmp_path_factory):
-    """A large-style wav2vec2 (layer-norm front end, stable layer norm), no preprocessor file."""
+    """A large-style wav2vec2 (layer-norm front end, stable layer norm), no preprocessor file;
+    its config.json says do_normalize (as some exported model folders do)."""
     folder = tmp_path_factory.mktemp("w2v_ln")
     model = _save_speech("wav2vec2", folder, feat_extract_norm="layer", do_stable_layer_norm=True)
     (folder / "preprocessor_config.json").unlink()
+    config = json.loads((folder / "config.json").read_text())
+    (folder / "config.json").write_text(json.dumps({**config, "do_normalize": True}))
     return folder, model
 
 
@@ -171,7 +175,7 @@ def test_hf_speech_stable_layer_norm_last_vs_index(w2v_layer_norm):
     wav = speech_wave(1.0)
     last = loaded(speech_spec(folder)).extract(wav).values[""]
     top = loaded(speech_spec(folder, layer=-1)).extract(wav).values[""]
-    out = direct(model, wav, normalize=True)  # no preprocessor file + layer-norm front end
+    out = direct(model, wav, normalize=True)  # no preprocessor file: config.json do_normalize
     np.testing.assert_allclose(last, out.last_hidden_state[0].numpy(), atol=1e-6)
     np.testing.assert_allclose(top, out.hidden_states[-1][0].numpy(), atol=1e-6)
     assert np.abs(last - top).max() > 1e-2  # last_hidden_state has the final LayerNorm
@@ -186,6 +190,18 @@ def test_hf_speech_normalisation_follows_preprocessor(tmp_path):
     forced = loaded(speech_spec(tmp_path, normalize=True)).extract(wav).values[""]
     np.testing.assert_allclose(forced, direct(model, wav).last_hidden_state[0], atol=1e-6)
     assert np.abs(raw - forced).max() > 1e-3
+
+
+def test_hf_speech_without_preprocessor_is_refused_unless_told(tmp_path):
+    model = _save_speech("wav2vec2", tmp_path)
+    (tmp_path / "preprocessor_config.json").unlink()  # a bare wav2vec2-base-960h-like folder
+    with pytest.raises(ConfigError, match=r"no preprocessor_config.json.*options.normalize"):
+        loaded(speech_spec(tmp_path))
+    wav = 0.3 * speech_wave(1.0) + 0.05
+    for flag in (True, False):
+        rows = loaded(speech_spec(tmp_path, normalize=flag)).extract(wav).values[""]
+        np.testing.assert_allclose(rows, direct(model, wav, flag).last_hidden_state[0],
+                                   atol=1e-6)
 
 
 def test_plan_chunks_cover_every_frame_once():
@@ -306,7 +322,7 @@ def test_hf_speech_errors(speech_model, tmp_path):
     save_file({"feature_projection.projection.bias": torch.zeros(32)},
               str(partial / "model.safetensors"))
     with pytest.raises(ConfigError, match="they would be random"):
-        loaded(speech_spec(partial))
+        loaded(speech_spec(partial, normalize=True))
     short = loaded(speech_spec(folder)).extract(np.zeros(300, np.float32))
     assert short.values[""].shape == (0, 32) and short.times.shape == (0,)
 
@@ -409,9 +425,12 @@ def densenet_pth(tmp_path_factory):
 
 
 def ds_spec(weights, dim: int, **options) -> FeatureSpec:
+    """The project's earlier DeepSpectrum variant (equal mel bands, 224 px, zero-padded tail),
+    which the options keep; tests/test_deepspectrum_fidelity.py covers DeepSpectrum's own."""
     return spec("ds", "deepspectrum", dim, weights, rate=10,
                 input={"sample_rate": SR, "window": 1.0, "hop": 0.1},
-                options={"n_mels": 128, "colormap": "viridis", **options})
+                options={"n_mels": 128, "colormap": "viridis", "freq_axis": "mel",
+                         "plot_size": 224, "tail": "pad", **options})
 
 
 def test_deepspectrum_matches_direct_model(densenet_pth):
@@ -423,7 +442,8 @@ def test_deepspectrum_matches_direct_model(densenet_pth):
     rows = loaded(ds_spec(path, model.embedding_dim, batch_size=3)).extract(wav)
     wins, times = windows(wav, SR, 1.0, 0.1)
     with torch.inference_mode():
-        ref = model.forward_features(preprocess_rgb(spectrogram_images(wins), size=None))
+        pictures = spectrogram_images(wins, size=224, freq_axis="mel")
+        ref = model.forward_features(preprocess_rgb(pictures, size=None))
     assert rows.values[""].shape == (8, model.embedding_dim) == ref.shape
     np.testing.assert_allclose(rows.values[""], ref.numpy(), atol=1e-5)
     np.testing.assert_allclose(rows.times, times)
@@ -432,7 +452,8 @@ def test_deepspectrum_matches_direct_model(densenet_pth):
     np.testing.assert_allclose(at.times, centers, atol=0.5 / SR)
     wins, _ = windows(wav, SR, 1.0, centers=centers)
     with torch.inference_mode():
-        ref = model.forward_features(preprocess_rgb(spectrogram_images(wins), size=None))
+        pictures = spectrogram_images(wins, size=224, freq_axis="mel")
+        ref = model.forward_features(preprocess_rgb(pictures, size=None))
     np.testing.assert_allclose(at.values[""], ref.numpy(), atol=1e-5)
 
 

@@ -288,6 +288,23 @@ def test_sentence_mean_norm_uses_relative_lengths() -> None:
         sentence_mean_norm(feats, torch.tensor([1.0, 1.5]))
 
 
+def test_sentence_mean_norm_counts_frames_as_current_speechbrain() -> None:
+    """Current SpeechBrain (make_padding_mask): frame j counts iff j < L * T - 1e-6; releases
+    up to 1.0.3 counted round(L * T). They differ for fractional parts below one half."""
+    t = 10
+    feats = torch.randn(4, t, 3, generator=torch.Generator().manual_seed(0)) + 3.0
+    lengths = torch.tensor([1.0, 0.5, 0.43, 0.77])  # 10, 5, 4.3 and 7.7 frames
+    out = sentence_mean_norm(feats, lengths)
+    for i, frames in enumerate([10, 5, 5, 8]):  # ceil(L * T - 1e-6)
+        # the reference, written out: mask = arange(T) < L * T - eps; mean over the mask
+        mask = torch.arange(t) < (lengths[i] * t - 1e-6)
+        assert int(mask.sum()) == frames
+        mean = (feats[i] * mask[:, None]).sum(0) / mask.sum()
+        torch.testing.assert_close(out[i], feats[i] - mean)
+    old_rule = feats[2] - feats[2, :4].mean(0)  # round(4.3) = 4 frames (SpeechBrain <= 1.0.3)
+    assert (out[2] - old_rule).abs().max() > 1e-3
+
+
 # --------------------------------------------------------------------------- windows
 
 
@@ -329,7 +346,7 @@ def test_spectrogram_image_shape_and_colours() -> None:
     assert lut[0].tolist() == [68, 1, 84]  # viridis' dark purple
 
     images = spectrogram_images(np.stack([noisy(7), np.zeros(SR, np.float32)]))
-    assert images.shape == (2, 224, 224, 3) and images.dtype == np.uint8
+    assert images.shape == (2, 227, 227, 3) and images.dtype == np.uint8  # DeepSpectrum's size
     assert (images[1] == lut[0]).all()  # silence: a flat image of the lowest colour
     colours = images[0].reshape(-1, 3)
     assert np.isin(colours.view([("", np.uint8)] * 3), lut.view([("", np.uint8)] * 3)).all()
@@ -340,12 +357,16 @@ def test_spectrogram_image_frequency_axis_points_up() -> None:
     power = mel_power_spectrogram(wav)
     assert power.shape == (1, 128, 61)  # 1 + (16000 - 512) // 256 frames
     band = int(power[0].mean(dim=1).argmax())
-    image = spectrogram_images(wav)
+    image = spectrogram_images(wav, size=224, freq_axis="mel")  # equal band heights
     hottest = np.where((image == colormap_lut()[255]).all(axis=-1).any(axis=1))[0]
     rows = np.arange(224)
     band_rows = rows[127 - np.floor((rows + 0.5) * 128 / 224).astype(int) == band]
     assert len(hottest) and set(hottest) <= set(band_rows)
     assert band_rows.min() > 112  # a low tone sits in the lower half
+    # librosa's symlog axis gives 0-1 kHz 40 % of the height at 16 kHz: the tone sits higher
+    symlog = spectrogram_images(wav)
+    hot = np.where((symlog == colormap_lut()[255]).all(axis=-1).any(axis=1))[0]
+    assert len(hot) and hot.min() > 227 * 0.6 and hot.max() < 227 - 1
 
 
 def test_spectrogram_image_level() -> None:

@@ -29,7 +29,7 @@ import numpy as np
 
 from extract.catalog import FeatureSpec
 from extract.errors import ConfigError
-from extract.extractors.base import AudioExtractor, AudioRows
+from extract.extractors.base import AudioExtractor, AudioRows, to_device
 
 if TYPE_CHECKING:
     import torch
@@ -213,6 +213,8 @@ class TorchAudioExtractor(AudioExtractor):
     """
 
     requires: ClassVar[tuple[str, ...]] = ("torch",)
+    honours_precision: ClassVar[bool] = True
+    batched: ClassVar[bool] = True
     OPTIONS: ClassVar[dict[str, Any]] = {}
 
     def __init__(self, spec: FeatureSpec, device: str = "cpu") -> None:
@@ -227,8 +229,9 @@ class TorchAudioExtractor(AudioExtractor):
         if spec.extras:
             problems.append(f"unknown extras {sorted(spec.extras)} (extractor {cls.name!r} "
                             "writes none)")
-        if spec.sample_rate != 16000:
-            problems.append(f"input.sample_rate is {spec.sample_rate}; {cls.name} needs 16000")
+        rate = cls.rate_problem(spec)
+        if rate:
+            problems.append(rate)
         try:
             cls.check_options(spec)
         except ConfigError as exc:
@@ -239,6 +242,13 @@ class TorchAudioExtractor(AudioExtractor):
     @classmethod
     def check_options(cls, spec: FeatureSpec) -> None:
         """Raise ConfigError for a bad option value (hook)."""
+
+    @classmethod
+    def rate_problem(cls, spec: FeatureSpec) -> str | None:
+        """What is wrong with ``input.sample_rate`` (hook; the default wants 16000)."""
+        if spec.sample_rate != 16000:
+            return f"input.sample_rate is {spec.sample_rate}; {cls.name} needs 16000"
+        return None
 
     def option(self, key: str) -> Any:
         """``spec.options[key]``, else the extractor's default."""
@@ -299,7 +309,7 @@ class WindowedAudioExtractor(TorchAudioExtractor):
         out = np.zeros((len(plan.starts), self.spec.dim), dtype=np.float32)
         batch = int(self.option("batch_size"))
         for rows, wins in iter_window_batches(wav, plan, batch):
-            x = torch.from_numpy(wins).to(self.device)
+            x = to_device(torch.from_numpy(wins), self.device)
             out[rows] = self.embed(x).float().cpu().numpy()
         out[~plan.mask] = 0.0
         return AudioRows({"": out}, plan.times, None if plan.mask.all() else plan.mask)

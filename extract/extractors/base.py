@@ -24,6 +24,30 @@ from extract.registry import Registry
 
 EXTRACTORS: Registry[type[Extractor]] = Registry("extractor")
 
+#: ``--precision`` values: the dtype a backbone's autocast computes in (fp32: no autocast).
+PRECISIONS = ("fp32", "bf16", "fp16")
+
+
+def default_precision(gpus: int) -> str:
+    """bf16 when the run uses GPUs, fp32 on the CPU (the papers' extractors ran fp32)."""
+    return "bf16" if gpus > 0 else "fp32"
+
+
+def check_precision(precision: str) -> str:
+    """``precision`` if it is one of :data:`PRECISIONS`, else a ConfigError naming them."""
+    if precision not in PRECISIONS:
+        raise ConfigError(f"--precision must be one of {' | '.join(PRECISIONS)}; got "
+                          f"{precision!r}")
+    return precision
+
+
+def to_device(x: Any, device: str) -> Any:
+    """Move a CPU tensor to ``device``: on CUDA through pinned host memory with a non-blocking
+    copy (the copy overlaps with work already queued); elsewhere a plain ``.to``."""
+    if str(device).startswith("cuda"):
+        return x.pin_memory().to(device, non_blocking=True)
+    return x.to(device)
+
 
 @dataclass(frozen=True)
 class Availability:
@@ -48,6 +72,9 @@ class AudioRows:
     times: np.ndarray  # (T,) row centre times in seconds, relative to the waveform start
     mask: np.ndarray | None = None  # (T,) bool; None = all valid
 
+
+#: Options that change how fast, never which numbers: left out of the fingerprinted config.
+EXECUTION_OPTIONS = frozenset({"batch_size"})
 
 CHECKPOINT_SUFFIXES = frozenset({".pth", ".pt", ".bin", ".ckpt", ".safetensors", ".onnx", ".h5",
                                  ".hdf5", ".pkl"})
@@ -93,12 +120,20 @@ def hub_snapshot(repo_id: str) -> Path | None:
 
 
 class Extractor(ABC):
-    """Base of all extractors. Subclasses set ``name`` and ``modality`` and register."""
+    """Base of all extractors. Subclasses set ``name`` and ``modality`` and register.
+
+    ``precision`` (set by :func:`create`) is the dtype of :meth:`autocast`; extractors whose
+    numbers it does not touch (``honours_precision`` False: openSMILE, fbank) always compute
+    and record fp32.
+    """
 
     name: ClassVar[str]
     modality: ClassVar[str]
     requires: ClassVar[tuple[str, ...]] = ()  # importable modules it needs
     needs_weights: ClassVar[bool] = True
+    honours_precision: ClassVar[bool] = False  # a torch backbone that runs under autocast
+    batched: ClassVar[bool] = False  # takes options.batch_size (--batch-size NAME=B)
+    precision: str = "fp32"  # requested precision (see effective_precision)
 
     def __init__(self, spec: FeatureSpec, device: str = "cpu") -> None:
         self.validate(spec)  # an unusable spec fails here, before any model is built
@@ -161,9 +196,11 @@ class Extractor(ABC):
     # ------------------------------------------------------------ provenance
     def resolved_config(self) -> dict[str, Any]:
         """Everything that shapes the numbers; its hash is the feature's fingerprint."""
+        options = {k: v for k, v in self.spec.options.items() if k not in EXECUTION_OPTIONS}
         cfg: dict[str, Any] = {
             "extractor": self.name, "weights": self.spec.weights, "input": self.spec.input,
-            "rate": self.spec.rate, "options": self.spec.options, "extras": self.spec.extras,
+            "rate": self.spec.rate, "options": options, "extras": self.spec.extras,
+            "precision": self.effective_precision,
         }
         if self.needs_weights and self.spec.weights:
             with contextlib.suppress(UnavailableError):
@@ -180,16 +217,25 @@ class Extractor(ABC):
     def load(self) -> None:  # noqa: B027 (optional hook)
         """Build the model and load weights (once per worker, after the process starts)."""
 
+    @property
+    def effective_precision(self) -> str:
+        """The precision the numbers are computed in: ``precision`` for extractors that honour
+        it, else fp32."""
+        return self.precision if self.honours_precision else "fp32"
+
     @contextlib.contextmanager
     def autocast(self) -> Iterator[None]:
-        """inference_mode, plus bf16 autocast on CUDA."""
+        """inference_mode, plus autocast to bf16 / fp16 when that is the effective precision
+        (on any device; fp32 runs without autocast)."""
         import torch
 
         with torch.inference_mode():
-            if str(self.device).startswith("cuda"):
-                with torch.autocast("cuda", dtype=torch.bfloat16):
-                    yield
-            else:
+            precision = self.effective_precision
+            if precision == "fp32":
+                yield
+                return
+            dtype = torch.bfloat16 if precision == "bf16" else torch.float16
+            with torch.autocast(torch.device(self.device).type, dtype=dtype):
                 yield
 
 
@@ -204,9 +250,23 @@ class VisualExtractor(Extractor):
 
 
 class AudioExtractor(Extractor):
-    """Turns one 16 kHz mono waveform into rows at the feature's native rate."""
+    """Turns one mono waveform (16 kHz unless :attr:`input_rate` says otherwise) into rows at
+    the feature's native rate."""
 
     modality = "audio"
+
+    @property
+    def input_rate(self) -> int | None:
+        """The sample rate the runner decodes this feature's audio at; None = the file's own."""
+        return self.spec.sample_rate
+
+    def extract_at(self, wav: np.ndarray, sample_rate: int,
+                   centers: np.ndarray | None = None) -> AudioRows:
+        """:meth:`extract` for a waveform decoded at ``sample_rate`` (the runner's entry)."""
+        if self.input_rate is not None and sample_rate != self.input_rate:
+            raise ValueError(f"feature {self.spec.name!r} needs audio at {self.input_rate} Hz; "
+                             f"got {sample_rate} Hz")
+        return self.extract(wav, centers)
 
     @staticmethod
     def require_native_16k(spec: FeatureSpec, what: str) -> None:
@@ -227,11 +287,13 @@ class AudioExtractor(Extractor):
         """float32 (S,) waveform → rows; ``centers`` (seconds) asks for windows centred there."""
 
 
-def create(spec: FeatureSpec, device: str = "cpu") -> Extractor:
-    """Instantiate the extractor for ``spec`` (not yet loaded)."""
+def create(spec: FeatureSpec, device: str = "cpu", precision: str = "fp32") -> Extractor:
+    """Instantiate the extractor for ``spec`` (not yet loaded) computing in ``precision``."""
     import extract.extractors  # noqa: F401  (fills the registry)
 
-    return EXTRACTORS.get(spec.extractor)(spec, device)
+    extractor = EXTRACTORS.get(spec.extractor)(spec, device)
+    extractor.precision = check_precision(precision)
+    return extractor
 
 
 def availability(spec: FeatureSpec) -> Availability:

@@ -1,4 +1,5 @@
-"""``densenet``: DenseNet (e.g. DenseNet-121) face embeddings from a torchvision-format checkpoint.
+"""``densenet``: DenseNet (e.g. DenseNet-121) face embeddings from a torchvision-format checkpoint
+or Keras ``.h5`` DenseNet weights (see :mod:`extract.models.densenet`).
 
 Options: ``output`` = ``pooled`` (the ``forward_features`` embedding, 1024-d for DenseNet-121)
 or ``logits`` (the checkpoint's own classifier head, e.g. a 342-d FER head). Input: RGB crops
@@ -13,6 +14,7 @@ from typing import TYPE_CHECKING, Any, ClassVar
 
 import numpy as np
 
+from extract.errors import ConfigError
 from extract.extractors.base import EXTRACTORS
 from extract.extractors.visual_common import TorchVisualExtractor
 
@@ -37,6 +39,9 @@ class DenseNetExtractor(TorchVisualExtractor):
 
         model = DenseNet.from_checkpoint(source)
         logits = self.option("output") == "logits"
+        if logits and model.classifier is None:
+            raise ConfigError(f"feature {self.spec.name!r}: options.output is logits but "
+                              f"{source} has no classifier (weights without a top); use pooled")
         return model, {"": model.config["num_classes"] if logits else model.embedding_dim}
 
     def rows_label(self) -> str:

@@ -12,9 +12,10 @@ Options (defaults in :attr:`HfSpeechExtractor.OPTIONS`):
   of layer ``k``; negative counts from the end); ``mean`` = the mean of all ``L + 1``
   ``hidden_states``. With an integer layer the encoder is cut after layer ``max(k, 1)``.
 * ``normalize``: ``null`` follows ``do_normalize`` in ``preprocessor_config.json`` (without that
-  file: true for a ``feat_extract_norm: layer`` front end, as fairseq trained them); true makes
-  each waveform zero-mean unit-variance, ``(x - mean) / sqrt(var + 1e-7)``, over the whole
-  waveform before chunking (``Wav2Vec2FeatureExtractor``'s formula).
+  file: a ``do_normalize`` in the model's ``config.json``; with neither the checkpoint is
+  refused, since guessing changes every row); true makes each waveform zero-mean
+  unit-variance, ``(x - mean) / sqrt(var + 1e-7)``, over the whole waveform before chunking
+  (``Wav2Vec2FeatureExtractor``'s formula).
 * ``chunk_s`` / ``overlap_s``: audio longer than ``chunk_s`` runs in chunks of ``chunk_s``
   seconds; consecutive chunks share ``overlap_s`` seconds and each frame is taken from the
   chunk where it lies farther from the edge (the seam sits in the middle of each overlap), so
@@ -61,7 +62,7 @@ from extract.extractors.audio_windows import (
     positive,
     rows_at_centers,
 )
-from extract.extractors.base import EXTRACTORS, AudioRows
+from extract.extractors.base import EXTRACTORS, AudioRows, to_device
 
 if TYPE_CHECKING:
     import torch
@@ -303,21 +304,31 @@ class HfSpeechExtractor(TorchAudioExtractor):
                                   f"features.yaml declares {key} {want} for {self.spec.name!r}")
 
     def _normalize_flag(self, source: Path, config: Any) -> bool:
+        """Whether waveforms are normalised: ``options.normalize`` when set, else the
+        checkpoint's ``do_normalize`` (its ``preprocessor_config.json``, else its model
+        config); refused when neither says, since a guess silently changes every row."""
         if self.option("normalize") is not None:
             return bool(self.option("normalize"))
         pre = source / "preprocessor_config.json"
-        if not pre.is_file():
-            flag = getattr(config, "feat_extract_norm", "group") == "layer"
-            log.warning("%s: %s has no preprocessor_config.json; normalize=%s (from "
-                        "feat_extract_norm); set options.normalize to choose", self.spec.name,
-                        source, flag)
+        if pre.is_file():
+            cfg = json.loads(pre.read_text())
+            rate = cfg.get("sampling_rate", self.spec.sample_rate)
+            if int(rate) != self.spec.sample_rate:
+                raise ConfigError(f"{pre}: sampling_rate {rate} but features.yaml declares "
+                                  f"input.sample_rate {self.spec.sample_rate} for "
+                                  f"{self.spec.name!r}")
+            return bool(cfg.get("do_normalize", True))
+        flag = getattr(config, "do_normalize", None)
+        if isinstance(flag, bool):
+            log.info("%s: do_normalize=%s from %s/config.json (no preprocessor_config.json)",
+                     self.spec.name, flag, source)
             return flag
-        cfg = json.loads(pre.read_text())
-        rate = cfg.get("sampling_rate", self.spec.sample_rate)
-        if int(rate) != self.spec.sample_rate:
-            raise ConfigError(f"{pre}: sampling_rate {rate} but features.yaml declares "
-                              f"input.sample_rate {self.spec.sample_rate} for {self.spec.name!r}")
-        return bool(cfg.get("do_normalize", True))
+        raise ConfigError(
+            f"feature {self.spec.name!r}: {source} has no preprocessor_config.json and its "
+            "config.json has no do_normalize, so whether the model expects zero-mean "
+            "unit-variance input is unknown; set options.normalize to what its model card's "
+            "preprocessor_config.json says (e.g. --set "
+            f"{self.spec.name}.options.normalize=true), or copy that file into the folder")
 
     def _resolve_layer(self, source: Path, n_layers: int) -> int | None:
         if not isinstance(self.layer, int):
@@ -404,7 +415,7 @@ class HfSpeechExtractor(TorchAudioExtractor):
         """``(B, S)`` (normalised) float32 waveforms → ``(B, T, D)`` rows of the chosen layer."""
         import torch
 
-        x = torch.from_numpy(np.ascontiguousarray(batch)).to(self.device)
+        x = to_device(torch.from_numpy(np.ascontiguousarray(batch)), self.device)
         with self.autocast():
             out = self.model(x, output_hidden_states=self.layer != "last")
             if self.layer == "last":

@@ -15,7 +15,7 @@ import numpy as np
 
 from extract.catalog import FeatureSpec
 from extract.errors import ConfigError
-from extract.extractors.base import VisualExtractor
+from extract.extractors.base import VisualExtractor, to_device
 
 if TYPE_CHECKING:
     import torch
@@ -43,21 +43,36 @@ def dim_error(spec: FeatureSpec, source: object, got: int, what: str = "rows") -
                        f"dim {spec.dim} for {spec.name!r}; set dim or use another checkpoint")
 
 
-def to_device(x: torch.Tensor, device: str) -> torch.Tensor:
-    """Move a CPU batch to ``device`` (pinned memory and non-blocking copy on CUDA)."""
-    if str(device).startswith("cuda"):
-        return x.pin_memory().to(device, non_blocking=True)
-    return x.to(device)
+def pil_resize(crops: np.ndarray, size: tuple[int, int], resample: int) -> np.ndarray:
+    """uint8 ``(N, H, W, 3)`` → ``(N, h, w, 3)`` with ``PIL.Image.resize`` and filter
+    ``resample`` (PIL's numbering, as Hugging Face image processors store it: 0 nearest,
+    1 lanczos, 2 bilinear, 3 bicubic, 4 box, 5 hamming)."""
+    from PIL import Image
+
+    try:
+        method = Image.Resampling(int(resample))
+    except ValueError as exc:
+        raise ConfigError(f"resample {resample!r} is not a PIL filter (0-5)") from exc
+    h, w = size
+    return np.stack([np.asarray(Image.fromarray(c).resize((w, h), method)) for c in crops])
 
 
 def resize_normalize(crops: np.ndarray, size: tuple[int, int], mean: tuple[float, ...],
-                     std: tuple[float, ...], scale: float = 1 / 255) -> torch.Tensor:
-    """uint8 ``(N, H, W, 3)`` → float ``(N, 3, h, w)``: bilinear (antialiased) resize to
-    ``size`` when needed, ``x * scale``, then ``(x - mean) / std`` per channel."""
+                     std: tuple[float, ...], scale: float = 1 / 255,
+                     resample: int | None = None) -> torch.Tensor:
+    """uint8 ``(N, H, W, 3)`` → float ``(N, 3, h, w)``: resize to ``size`` when needed,
+    ``x * scale``, then ``(x - mean) / std`` per channel.
+
+    With ``resample`` (a PIL filter number) the resize is PIL's on the uint8 crops, as a Hugging
+    Face image processor does it; without, a bilinear antialiased resize in torch.
+    """
     import torch
     import torch.nn.functional as F
 
-    x = torch.from_numpy(np.ascontiguousarray(crops)).permute(0, 3, 1, 2).float()
+    crops = np.ascontiguousarray(crops)
+    if resample is not None and tuple(crops.shape[1:3]) != tuple(size):
+        crops = pil_resize(crops, tuple(size), resample)
+    x = torch.from_numpy(crops).permute(0, 3, 1, 2).float()
     if tuple(x.shape[-2:]) != tuple(size):
         x = F.interpolate(x, size=tuple(size), mode="bilinear", align_corners=False,
                           antialias=True)
@@ -71,10 +86,13 @@ class TorchVisualExtractor(VisualExtractor):
     """A visual extractor backed by one PyTorch module, built once in :meth:`load`.
 
     Subclasses set ``OPTIONS`` (option name → allowed values, or ``None`` for any value) with
-    ``DEFAULTS``, and ``EXTRAS`` (the extra output names they can produce).
+    ``DEFAULTS``, and ``EXTRAS`` (the extra output names they can produce). Every one also takes
+    ``batch_size`` (crops per forward; the runner gathers crops across frame batches up to it).
     """
 
     requires: ClassVar[tuple[str, ...]] = ("torch",)
+    honours_precision: ClassVar[bool] = True
+    batched: ClassVar[bool] = True
     OPTIONS: ClassVar[dict[str, tuple[Any, ...] | None]] = {}
     DEFAULTS: ClassVar[dict[str, Any]] = {}
     EXTRAS: ClassVar[tuple[str, ...]] = ()
@@ -89,8 +107,13 @@ class TorchVisualExtractor(VisualExtractor):
         """Raise one ConfigError listing every unknown or bad option and extra of ``spec``."""
         problems = []
         for key, value in spec.options.items():
-            if key not in cls.OPTIONS:
-                problems.append(f"unknown option {key!r} (known: {sorted(cls.OPTIONS) or 'none'})")
+            if key == "batch_size":
+                if not (isinstance(value, int) and not isinstance(value, bool) and value > 0):
+                    problems.append(f"options.batch_size must be a positive integer, got "
+                                    f"{value!r}")
+            elif key not in cls.OPTIONS:
+                known = sorted({*cls.OPTIONS, "batch_size"})
+                problems.append(f"unknown option {key!r} (known: {known})")
             elif cls.OPTIONS[key] is not None and value not in cls.OPTIONS[key]:
                 allowed = " | ".join(map(str, cls.OPTIONS[key]))
                 problems.append(f"options.{key} is {value!r}; expected {allowed}")
@@ -104,6 +127,13 @@ class TorchVisualExtractor(VisualExtractor):
     def option(self, key: str) -> Any:
         """``spec.options[key]``, else the extractor's default."""
         return self.spec.options.get(key, self.DEFAULTS.get(key))
+
+    @property
+    def batch_size(self) -> int | None:
+        """Crops per forward (``options.batch_size``, set by ``--batch-size NAME=B``); None: the
+        runner's frame batch."""
+        value = self.spec.options.get("batch_size")
+        return int(value) if value is not None else None
 
     # ----------------------------------------------------------------- compute
     def load(self) -> None:
@@ -147,7 +177,12 @@ class TorchVisualExtractor(VisualExtractor):
         wanted = {"": self.spec.dim, **{k: int(d) for k, d in self.spec.extras.items()}}
         if len(crops) == 0:
             return {k: np.zeros((0, d), dtype=np.float32) for k, d in wanted.items()}
-        x = to_device(self.preprocess(crops), self.device)
-        with self.autocast():
-            out = self.forward(x)
-        return {k: out[k].float().cpu().numpy() for k in wanted}
+        step = self.batch_size or len(crops)
+        parts: dict[str, list[np.ndarray]] = {k: [] for k in wanted}
+        for i in range(0, len(crops), step):
+            x = to_device(self.preprocess(crops[i:i + step]), self.device)
+            with self.autocast():
+                out = self.forward(x)
+            for k in wanted:
+                parts[k].append(out[k].float().cpu().numpy())
+        return {k: np.concatenate(v) for k, v in parts.items()}

@@ -7,8 +7,10 @@ Weights: a Hugging Face id (resolved from the local HF cache) or a local folder 
 ``mask_ratio=0`` and a fixed identity shuffle, so every patch is encoded, in the original
 order, deterministically. Options: ``pool`` = ``cls`` (the CLS token of the last hidden state)
 or ``mean`` (the mean of the patch tokens). Preprocessing follows the checkpoint's
-``preprocessor_config.json`` (mean, std, rescale) when present, else ImageNet statistics; crops
-are resized to the model's ``image_size``.
+``preprocessor_config.json`` (mean, std, rescale, and the ``resample`` filter: bicubic for
+``facebook/vit-mae-base``) when present, else ImageNet statistics and bilinear (the ViT image
+processor's defaults); crops of another size are resized to the model's ``image_size`` with PIL
+and that filter, on the uint8 crops, as the image processor does.
 """
 
 from __future__ import annotations
@@ -35,6 +37,7 @@ if TYPE_CHECKING:
 log = logging.getLogger(__name__)
 
 PREPROCESSOR_FILE = "preprocessor_config.json"
+BILINEAR = 2  # PIL's number for bilinear: ViTImageProcessor's default resample
 
 
 def _triple(value: float | list[float], key: str, source: Path) -> tuple[float, ...]:
@@ -45,13 +48,21 @@ def _triple(value: float | list[float], key: str, source: Path) -> tuple[float, 
 
 
 def read_preprocessing(folder: Path) -> dict[str, Any]:
-    """mean, std and scale from ``preprocessor_config.json`` (ImageNet defaults without one)."""
+    """mean, std, scale and resample from ``preprocessor_config.json`` (ImageNet statistics
+    and bilinear, the ViT image processor's defaults, without one)."""
     path = folder / PREPROCESSOR_FILE
     if not path.is_file():
-        log.warning("%s has no %s; using ImageNet mean/std", folder, PREPROCESSOR_FILE)
-        return {"mean": IMAGENET_MEAN, "std": IMAGENET_STD, "scale": 1 / 255}
+        log.warning("%s has no %s; using ImageNet mean/std, bilinear resize", folder,
+                    PREPROCESSOR_FILE)
+        return {"mean": IMAGENET_MEAN, "std": IMAGENET_STD, "scale": 1 / 255,
+                "resample": BILINEAR}
     cfg = json.loads(path.read_text())
-    out: dict[str, Any] = {"mean": (0.0, 0.0, 0.0), "std": (1.0, 1.0, 1.0), "scale": 1.0}
+    resample = cfg.get("resample", BILINEAR)
+    if not (isinstance(resample, int) and not isinstance(resample, bool)
+            and 0 <= resample <= 5):
+        raise ConfigError(f"{path}: resample {resample!r} is not a PIL filter number (0-5)")
+    out: dict[str, Any] = {"mean": (0.0, 0.0, 0.0), "std": (1.0, 1.0, 1.0), "scale": 1.0,
+                           "resample": resample}
     if cfg.get("do_normalize", True):
         out["mean"] = _triple(cfg.get("image_mean", IMAGENET_MEAN), "image_mean", folder)
         out["std"] = _triple(cfg.get("image_std", IMAGENET_STD), "image_std", folder)
@@ -115,7 +126,7 @@ class _HFVisionExtractor(TorchVisualExtractor):
 
     def preprocess(self, crops: np.ndarray) -> torch.Tensor:
         return resize_normalize(crops, self.image_size, self.prep["mean"], self.prep["std"],
-                                self.prep["scale"])
+                                self.prep["scale"], resample=self.prep["resample"])
 
     def pool(self, hidden: torch.Tensor) -> torch.Tensor:
         """(N, 1 + P, H) last hidden state → (N, H)."""

@@ -25,6 +25,42 @@ class Audio:
         return len(self.wav) / self.sample_rate
 
 
+@dataclass
+class AudioTracks:
+    """One input's audio decoded at each rate its features read: ``{rate: Audio}``, where rate
+    ``None`` is the file's own. ``wav`` / ``start`` / ``duration`` / ``sample_rate`` are those of
+    the first track (they share the container clock)."""
+
+    tracks: dict[int | None, Audio]
+
+    def at(self, rate: int | None) -> Audio:
+        """The track decoded at ``rate`` (None: native)."""
+        if rate not in self.tracks:
+            raise KeyError(f"no audio decoded at {rate or 'the native'} rate "
+                           f"(decoded: {sorted(map(str, self.tracks))})")
+        return self.tracks[rate]
+
+    @property
+    def first(self) -> Audio:
+        return next(iter(self.tracks.values()))
+
+    @property
+    def wav(self) -> np.ndarray:
+        return self.first.wav
+
+    @property
+    def sample_rate(self) -> int:
+        return self.first.sample_rate
+
+    @property
+    def start(self) -> float:
+        return self.first.start
+
+    @property
+    def duration(self) -> float:
+        return self.first.duration
+
+
 def has_audio(path: str | Path) -> bool:
     import av
 
@@ -35,8 +71,9 @@ def has_audio(path: str | Path) -> bool:
         return False
 
 
-def read_audio(path: str | Path, sample_rate: int = TARGET_RATE) -> Audio:
-    """Decode the first audio stream, resampled to ``sample_rate`` mono float32.
+def read_audio(path: str | Path, sample_rate: int | None = TARGET_RATE) -> Audio:
+    """Decode the first audio stream, resampled to ``sample_rate`` mono float32 (``None``: the
+    stream's own rate, mixed down to mono only).
 
     Raises :class:`NoAudioStreamError` when there is none (a recorded condition), and
     :class:`MediaError` when it cannot be decoded.
@@ -53,6 +90,10 @@ def read_audio(path: str | Path, sample_rate: int = TARGET_RATE) -> Audio:
             raise NoAudioStreamError(f"{path}: no audio stream")
         stream = c.streams.audio[0]
         origin = float(c.start_time) / av.time_base if c.start_time is not None else 0.0
+        if sample_rate is None:
+            sample_rate = int(stream.rate or stream.codec_context.sample_rate or 0)
+            if sample_rate <= 0:
+                raise MediaError(f"{path}: the audio stream declares no sample rate")
         resampler = av.AudioResampler(format="flt", layout="mono", rate=sample_rate)
         chunks: list[np.ndarray] = []
         start = None

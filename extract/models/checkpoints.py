@@ -1,5 +1,6 @@
-"""Shared checkpoint helpers: read state dicts from ``.pth``/``.safetensors``, write safetensors,
-hash files, and load into modules with errors that name the offending keys.
+"""Shared checkpoint helpers: read state dicts from ``.pth``/``.safetensors``, read Keras ``.h5``
+weight files, write safetensors, hash files, and load into modules with errors that name the
+offending keys.
 
 ``torch.load`` is always called with ``weights_only=True`` and ``map_location="cpu"``, so a
 checkpoint can hold tensors and plain containers only (no pickled code).
@@ -12,6 +13,7 @@ import logging
 from collections.abc import Iterable, Mapping
 from pathlib import Path
 
+import numpy as np
 import torch
 from torch import nn
 
@@ -23,6 +25,9 @@ StateDict = dict[str, torch.Tensor]
 
 TORCH_SUFFIXES = (".pth", ".pt", ".bin", ".ckpt")
 SAFETENSORS_SUFFIX = ".safetensors"
+KERAS_SUFFIXES = (".h5", ".hdf5")
+#: Keras variable names → their role (Keras 2 names end in ``:0``; Keras 3 stores bare names).
+KERAS_VARIABLES = ("kernel", "bias", "gamma", "beta", "moving_mean", "moving_variance")
 #: Keys under which training scripts commonly nest the weights.
 CONTAINER_KEYS = ("state_dict", "model_state_dict", "model", "net", "network", "weights")
 _MAX_LISTED = 12
@@ -77,6 +82,78 @@ def load_state_dict(path: str | Path) -> StateDict:
     except Exception as exc:  # torch raises several types (UnpicklingError, RuntimeError, ...)
         raise CheckpointError(f"{path}: cannot be read as a torch checkpoint: {exc}") from exc
     return unwrap_state_dict(obj, source=str(path))
+
+
+def is_keras_file(path: str | Path) -> bool:
+    """A Keras HDF5 weights file by its suffix (``.h5``, ``.hdf5``, ``.weights.h5``)."""
+    return Path(path).suffix.lower() in KERAS_SUFFIXES
+
+
+def _h5_list_attr(group: object, name: str) -> list[str]:
+    """A list attribute as Keras writes it (split into ``name0``, ``name1``, ... when long)."""
+    attrs = group.attrs  # type: ignore[attr-defined]
+    if name in attrs:
+        values = list(attrs[name])
+    else:
+        values, i = [], 0
+        while f"{name}{i}" in attrs:
+            values.extend(attrs[f"{name}{i}"])
+            i += 1
+    return [v.decode("utf8") if isinstance(v, bytes) else str(v) for v in values]
+
+
+def _variable_role(weight_name: str, source: str, layer: str) -> str:
+    """``conv1/conv/kernel:0`` or ``conv1_conv/kernel`` → ``kernel``."""
+    leaf = weight_name.rsplit("/", 1)[-1].split(":", 1)[0]
+    if leaf not in KERAS_VARIABLES:
+        raise CheckpointError(f"{source}: layer {layer!r} holds an unknown variable "
+                              f"{weight_name!r} (known: {', '.join(KERAS_VARIABLES)})")
+    return leaf
+
+
+def read_keras_h5(path: str | Path) -> dict[str, dict[str, np.ndarray]]:
+    """Every layer's variables in a Keras HDF5 weights file: ``{layer: {role: array}}``.
+
+    Reads the legacy layout that Keras 2 / tf.keras ``save_weights('*.h5')`` and
+    ``model.save('*.h5')`` (Keras 3 too) write: a ``layer_names`` attribute, one group per layer
+    with a ``weight_names`` attribute; a full model keeps them under ``model_weights``. That is
+    the format of the Keras Applications ImageNet files. Keras 3 ``*.weights.h5`` files are
+    refused (they name layers by class, not as the model does). Roles: ``kernel``, ``bias``,
+    ``gamma``, ``beta``,
+    ``moving_mean``, ``moving_variance``; layers without variables are left out. Arrays keep
+    Keras' shapes (convolution kernels ``(kh, kw, in, out)``, dense kernels ``(in, out)``).
+    """
+    import h5py
+
+    path = Path(path)
+    if not path.is_file():
+        raise FileNotFoundError(f"checkpoint not found: {path}")
+    source = str(path)
+    try:
+        f = h5py.File(path, "r")
+    except OSError as exc:
+        raise CheckpointError(f"{path}: cannot be read as an HDF5 file: {exc}") from exc
+    layers: dict[str, dict[str, np.ndarray]] = {}
+    with f:
+        root = f["model_weights"] if "model_weights" in f else f
+        names = _h5_list_attr(root, "layer_names")
+        if names:
+            for layer in names:
+                group = root[layer]
+                weight_names = _h5_list_attr(group, "weight_names")
+                if weight_names:
+                    layers[layer] = {_variable_role(w, source, layer): np.asarray(group[w])
+                                     for w in weight_names}
+        elif "layers" in root and "vars" in root:
+            raise CheckpointError(f"{source} is a Keras 3 .weights.h5 file, which names layers "
+                                  "by class (conv2d_7), not by model layer; write the legacy "
+                                  "HDF5 format instead: model.save('NAME.h5')")
+        else:
+            raise CheckpointError(f"{source}: not a Keras weights file (no layer_names "
+                                  "attribute and no layers/ group)")
+    if not layers:
+        raise CheckpointError(f"{source}: the Keras weights file holds no variables")
+    return layers
 
 
 def save_safetensors(

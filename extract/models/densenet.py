@@ -5,6 +5,14 @@ torchvision ``.pth`` state dict (ImageNet or fine-tuned, e.g. a 7-class FER head
 ``strict=True``. Checkpoints written by old torchvision versions, whose dense-layer keys read
 ``denselayer1.norm.1.weight`` instead of ``denselayer1.norm1.weight``, are remapped on load.
 
+Keras weights (``keras.applications.DenseNet121``, e.g. the ImageNet file
+``densenet121_weights_tf_dim_ordering_tf_kernels.h5`` that DeepSpectrum uses, with or without
+its top) load too (:func:`keras_state_dict`): the same architecture (Keras pads with zeros before
+the 7x7 convolution and the max pooling, as torchvision's ``padding`` does; the max pooling
+follows a ReLU, so zero and -inf padding agree), mapped layer by layer onto these names, with
+Keras' batch-norm epsilon ``1.001e-5`` instead of torch's ``1e-5``. A file without its top has
+no classifier (``num_classes`` 0): only :meth:`DenseNet.forward_features` is defined then.
+
 Embedding: :meth:`DenseNet.forward_features` returns ``relu(features(x))`` averaged over space,
 ``(N, 1024)`` for DenseNet-121. Input: RGB ``(N, 3, H, W)`` float, ImageNet-normalised
 (:func:`preprocess_rgb`), typically 224x224.
@@ -25,8 +33,10 @@ from torch import nn
 from extract.models.checkpoints import (
     CheckpointError,
     StateDict,
+    is_keras_file,
     load_into,
     load_state_dict,
+    read_keras_h5,
 )
 
 log = logging.getLogger(__name__)
@@ -34,6 +44,8 @@ log = logging.getLogger(__name__)
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)
 DENSENET121 = {"growth_rate": 32, "block_config": (6, 12, 24, 16), "num_init_features": 64}
+TORCH_BN_EPS = 1e-5
+KERAS_BN_EPS = 1.001e-5  # keras.applications.densenet
 
 _LEGACY_KEY = re.compile(
     r"^(.*denselayer\d+\.(?:norm|relu|conv))\.([12])\."
@@ -97,7 +109,11 @@ def _stem(in_channels: int, num_features: int) -> list[tuple[str, nn.Module]]:
 
 
 class DenseNet(nn.Module):
-    """DenseNet-BC; the defaults give DenseNet-121 (7,978,856 parameters with 1000 classes)."""
+    """DenseNet-BC; the defaults give DenseNet-121 (7,978,856 parameters with 1000 classes).
+
+    ``num_classes=0`` builds no classifier (a Keras ``include_top=False`` file); ``bn_eps`` is
+    every batch norm's epsilon (torch 1e-5, Keras 1.001e-5).
+    """
 
     def __init__(
         self,
@@ -107,10 +123,12 @@ class DenseNet(nn.Module):
         bn_size: int = 4,
         num_classes: int = 1000,
         in_channels: int = 3,
+        bn_eps: float = TORCH_BN_EPS,
     ) -> None:
         super().__init__()
-        if min(growth_rate, num_init_features, bn_size, num_classes, in_channels) < 1:
-            raise ValueError("growth_rate, num_init_features, bn_size, num_classes must be >= 1")
+        if min(growth_rate, num_init_features, bn_size, in_channels) < 1 or num_classes < 0:
+            raise ValueError("growth_rate, num_init_features, bn_size, in_channels must be >= 1 "
+                             "and num_classes >= 0")
         if not block_config or min(block_config) < 1:
             raise ValueError(f"block_config needs positive layer counts, got {block_config!r}")
         self.config = {
@@ -120,6 +138,7 @@ class DenseNet(nn.Module):
             "bn_size": bn_size,
             "num_classes": num_classes,
             "in_channels": in_channels,
+            "bn_eps": bn_eps,
         }
         self.features = nn.Sequential()
         for name, module in _stem(in_channels, num_init_features):
@@ -134,7 +153,10 @@ class DenseNet(nn.Module):
                 channels //= 2
         self.features.add_module("norm5", nn.BatchNorm2d(channels))
         self.embedding_dim = channels
-        self.classifier = nn.Linear(channels, num_classes)
+        self.classifier = nn.Linear(channels, num_classes) if num_classes else None
+        for m in self.modules():
+            if isinstance(m, nn.BatchNorm2d):
+                m.eps = bn_eps
         self._init_weights()
 
     def _init_weights(self) -> None:
@@ -154,6 +176,9 @@ class DenseNet(nn.Module):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         """Classifier logits ``(N, num_classes)``."""
+        if self.classifier is None:
+            raise RuntimeError("this DenseNet has no classifier (its weights came without a "
+                               "top); use forward_features")
         return self.classifier(self.forward_features(x))
 
     @classmethod
@@ -168,7 +193,13 @@ class DenseNet(nn.Module):
 
     @classmethod
     def from_checkpoint(cls, path: str | Path) -> DenseNet:
-        """Load a torchvision-style ``.pth`` (or ``.safetensors``) DenseNet state dict."""
+        """Load a torchvision-style ``.pth`` / ``.safetensors`` state dict, or Keras ``.h5``
+        DenseNet weights (:func:`keras_state_dict`)."""
+        if is_keras_file(path):
+            state, bn_eps = keras_state_dict(read_keras_h5(path), str(path)), KERAS_BN_EPS
+            model = cls(**infer_config(state, str(path)), bn_eps=bn_eps)
+            load_into(model, state, source=str(path))
+            return model
         return cls.from_state_dict(load_state_dict(path), source=str(path))
 
     def load_checkpoint(self, path: str | Path, strict: bool = True) -> DenseNet:
@@ -200,8 +231,7 @@ def remap_legacy_keys(state: Mapping[str, torch.Tensor]) -> StateDict:
 
 def infer_config(state: Mapping[str, torch.Tensor], source: str = "<state dict>") -> dict:
     """DenseNet constructor arguments read from the shapes in a (remapped) state dict."""
-    needed = ("features.conv0.weight", "classifier.weight")
-    absent = [k for k in needed if k not in state]
+    absent = [k for k in ("features.conv0.weight",) if k not in state]
     if absent:
         raise CheckpointError(f"{source}: not a DenseNet state dict; missing keys {absent}")
     layers: dict[int, int] = {}
@@ -224,9 +254,70 @@ def infer_config(state: Mapping[str, torch.Tensor], source: str = "<state dict>"
         "block_config": tuple(layers[b] for b in sorted(layers)),
         "num_init_features": conv0.shape[0],
         "bn_size": bottleneck // growth_rate,
-        "num_classes": state["classifier.weight"].shape[0],
+        "num_classes": state["classifier.weight"].shape[0] if "classifier.weight" in state else 0,
         "in_channels": conv0.shape[1],
     }
+
+
+_KERAS_BN = {"gamma": "weight", "beta": "bias", "moving_mean": "running_mean",
+              "moving_variance": "running_var"}
+_KERAS_DENSE_LAYER = re.compile(r"^conv(\d+)_block(\d+)_(0_bn|1_conv|1_bn|2_conv)$")
+_KERAS_TRANSITION = re.compile(r"^pool(\d+)_(bn|conv)$")
+_KERAS_DENSE_PARTS = {"0_bn": "norm1", "1_conv": "conv1", "1_bn": "norm2", "2_conv": "conv2"}
+
+
+def _keras_module(layer: str, variables: Mapping[str, np.ndarray]) -> str | None:
+    """The torchvision module name of one Keras DenseNet layer (None: not a DenseNet layer)."""
+    name = layer.replace("/", "_")  # Keras 2 names "conv1/conv", Keras 3 "conv1_conv"
+    if name == "conv1_conv":
+        return "features.conv0"
+    if name == "conv1_bn":
+        return "features.norm0"
+    if name == "bn":
+        return "features.norm5"
+    if (m := _KERAS_DENSE_LAYER.match(name)) is not None:
+        block, index, part = int(m.group(1)) - 1, int(m.group(2)), m.group(3)
+        return f"features.denseblock{block}.denselayer{index}.{_KERAS_DENSE_PARTS[part]}"
+    if (m := _KERAS_TRANSITION.match(name)) is not None:
+        part = "norm" if m.group(2) == "bn" else "conv"
+        return f"features.transition{int(m.group(1)) - 1}.{part}"
+    kernel = variables.get("kernel")
+    if kernel is not None and kernel.ndim == 2:  # the top: "predictions" (or "fc1000")
+        return "classifier"
+    return None
+
+
+def keras_state_dict(layers: Mapping[str, Mapping[str, np.ndarray]],
+                     source: str = "<keras weights>") -> StateDict:
+    """Keras ``DenseNet121/169/201`` layer variables (:func:`read_keras_h5`) → a torchvision
+    state dict: convolution kernels ``(kh, kw, in, out)`` → ``(out, in, kh, kw)``, the dense
+    top's ``(in, out)`` → ``(out, in)``, batch norm gamma / beta / moving mean / variance →
+    weight / bias / running_mean / running_var. A layer that maps nowhere is an error."""
+    state: StateDict = {}
+    unknown = []
+    for layer, variables in layers.items():
+        module = _keras_module(layer, variables)
+        if module is None:
+            unknown.append(layer)
+            continue
+        for role, value in variables.items():
+            tensor = torch.from_numpy(np.ascontiguousarray(value, dtype=np.float32))
+            if role in _KERAS_BN:
+                state[f"{module}.{_KERAS_BN[role]}"] = tensor
+            elif role == "kernel" and tensor.ndim == 4:
+                state[f"{module}.weight"] = tensor.permute(3, 2, 0, 1).contiguous()
+            elif role == "kernel" and tensor.ndim == 2:
+                state[f"{module}.weight"] = tensor.t().contiguous()
+            elif role == "bias" and module == "classifier":
+                state[f"{module}.bias"] = tensor
+            else:
+                raise CheckpointError(f"{source}: layer {layer!r} has an unexpected {role!r} of "
+                                      f"shape {tuple(tensor.shape)} for a DenseNet")
+    if unknown:
+        shown = ", ".join(unknown[:8]) + (" ..." if len(unknown) > 8 else "")
+        raise CheckpointError(f"{source}: {len(unknown)} layer(s) with weights that are not "
+                              f"part of a Keras DenseNet: {shown}")
+    return state
 
 
 def preprocess_rgb(images: np.ndarray | torch.Tensor, size: int | None = 224) -> torch.Tensor:

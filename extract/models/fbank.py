@@ -262,18 +262,32 @@ def check_lengths(lengths: torch.Tensor | None, n: int, device: torch.device) ->
     return lengths
 
 
+#: SpeechBrain's ``make_padding_mask`` tolerance (frames ``j < lengths * T - 1e-6`` are valid).
+PADDING_EPS = 1e-6
+
+
+def valid_frames(lengths: torch.Tensor, t: int) -> torch.Tensor:
+    """Frames that count per item, as current SpeechBrain's ``make_padding_mask`` counts them:
+    ``#{j : j < lengths * T - 1e-6}`` (float32), i.e. ``ceil(lengths * T - 1e-6)``.
+    SpeechBrain <= 1.0.3 used ``round(lengths * T)`` instead (one frame fewer for fractional
+    parts below one half)."""
+    steps = torch.arange(t, device=lengths.device)
+    return (steps[None, :] < (lengths.float() * t - PADDING_EPS)[:, None]).sum(dim=1)
+
+
 def sentence_mean_norm(feats: torch.Tensor, lengths: torch.Tensor | None = None) -> torch.Tensor:
     """SpeechBrain ``InputNormalization(norm_type="sentence", std_norm=False)``.
 
-    Subtracts from every frame of item ``i`` the mean over its first
-    ``round(lengths[i] * T)`` frames (``torch.round``, as SpeechBrain); no variance scaling.
-    ``feats``: ``(N, T, F)``; ``lengths``: relative lengths ``(N,)`` (default all 1).
+    Subtracts from every frame of item ``i`` (padding included, ``avoid_padding_norm=False``)
+    the mean over its valid frames, counted as current SpeechBrain does
+    (:func:`valid_frames`); no variance scaling. ``feats``: ``(N, T, F)``; ``lengths``:
+    relative lengths ``(N,)`` (default all 1, where every version agrees).
     """
     n, t = feats.shape[:2]
     lengths = check_lengths(lengths, n, feats.device)
-    valid = torch.round(lengths * t).clamp(min=1)  # SpeechBrain would divide by 0 here
-    mask = (torch.arange(t, device=feats.device)[None, :] < valid[:, None]).to(feats.dtype)
-    mean = (feats * mask[:, :, None]).sum(dim=1, keepdim=True) / valid[:, None, None]
+    count = valid_frames(lengths, t).clamp(min=1)  # SpeechBrain would divide by 0 here
+    mask = (torch.arange(t, device=feats.device)[None, :] < count[:, None]).to(feats.dtype)
+    mean = (feats * mask[:, :, None]).sum(dim=1, keepdim=True) / count[:, None, None]
     return feats - mean
 
 
@@ -294,7 +308,8 @@ class SpeechBrainFbank(nn.Module):
       ``_amplitude_to_DB``: ``10 log10(max(x, amin=1e-10)) - 10 log10(max(amin, ref=1))``,
       clipped from below at ``max - top_db`` (``top_db=80``) where the max runs over all
       frames and bands of each item (padding included, as in SpeechBrain).
-    * ``InputNormalization(norm_type="sentence", std_norm=False)``: :func:`sentence_mean_norm`.
+    * ``InputNormalization(norm_type="sentence", std_norm=False)``: :func:`sentence_mean_norm`
+      (valid frames counted as current SpeechBrain counts them when lengths are passed).
     * No deltas, no context window (recipe: ``deltas=False``, ``context=False``).
 
     Not verified: no SpeechBrain install can run here, so outputs were never compared with

@@ -42,6 +42,15 @@ class VideoResult:
 
 
 @dataclass
+class PendingCrops:
+    """Face crops of one frame batch waiting for the backbone, and where their rows go."""
+
+    crops: np.ndarray  # (n, S, S, 3) uint8 crops of the frames with a face
+    rows: np.ndarray  # (n,) their row indices inside this frame batch
+    targets: dict[str, np.ndarray]  # output → the batch's (T, d) rows, filled in place
+
+
+@dataclass
 class Rows:
     """Accumulated rows of one output."""
 
@@ -139,6 +148,8 @@ class VideoJob:
         self.audio = [f for f in task.features if ctx.extractors[f].modality == "audio"]
         self._started_faces = False
         self.frame_times: list[np.ndarray] = []  # sampled video frame times seen so far
+        self.pending: dict[str, list[PendingCrops]] = defaultdict(list)  # feature → crops
+        #                      waiting for a full batch (the extractor's batch_size)
 
     def handle(self, event: Event) -> None:
         """Dispatch one decode event (``begin`` and ``end`` are the worker's business)."""
@@ -204,19 +215,63 @@ class VideoJob:
 
     def _visual_rows(self, extractor: Extractor, crops: np.ndarray, valid: np.ndarray,
                      times: np.ndarray) -> None:
-        n, n_valid = len(valid), int(valid.sum())
-        out: dict[str, np.ndarray] = {}
-        if n_valid:
-            with extractor.autocast():
-                out = extractor.extract(np.ascontiguousarray(crops[valid]))
-            out = {k: np.asarray(v, dtype=np.float32) for k, v in out.items()}
-            check_outputs(extractor, out, n_valid)
+        """Add this frame batch's rows (zeros for now) and queue its crops; the backbone runs
+        on whole batches of the extractor's ``batch_size`` crops as they fill up (default:
+        whatever each frame batch holds)."""
+        name = extractor.spec.name
+        targets = {}
         for output, dim in extractor.outputs().items():
-            key = "" if output == extractor.spec.name else output[len(extractor.spec.name) + 1:]
-            full = np.zeros((n, dim), np.float32)
-            if n_valid:
-                full[valid] = out[key]
-            self.rows[output].add(full, times, valid)
+            targets[output] = np.zeros((len(valid), dim), np.float32)
+            self.rows[output].add(targets[output], times, valid)
+        if valid.any():
+            self.pending[name].append(PendingCrops(np.ascontiguousarray(crops[valid]),
+                                                   np.flatnonzero(valid), targets))
+        self._flush(extractor)
+
+    def _flush(self, extractor: Extractor, final: bool = False) -> None:
+        """Run the backbone on the queued crops (whole batches, or all when ``final``) and fill
+        their rows in place."""
+        name = extractor.spec.name
+        size = getattr(extractor, "batch_size", None) or 1
+        queue = self.pending.get(name, [])
+        total = sum(len(p.crops) for p in queue)
+        take = total if final else total - total % size
+        if take == 0:
+            return
+        chosen, rest, n = [], [], 0
+        for part in queue:
+            k = min(len(part.crops), take - n)
+            if k > 0:
+                chosen.append(PendingCrops(part.crops[:k], part.rows[:k], part.targets))
+            if k < len(part.crops):
+                rest.append(PendingCrops(part.crops[k:], part.rows[k:], part.targets))
+            n += max(k, 0)
+        self.pending[name] = rest
+        crops = np.concatenate([p.crops for p in chosen])
+        with extractor.autocast():
+            out = extractor.extract(crops)
+        out = {k: np.asarray(v, dtype=np.float32) for k, v in out.items()}
+        check_outputs(extractor, out, len(crops))
+        first = 0
+        for part in chosen:
+            last = first + len(part.crops)
+            for output, target in part.targets.items():
+                key = "" if output == name else output[len(name) + 1:]
+                target[part.rows] = out[key][first:last]
+            first = last
+
+    def flush_visual(self) -> None:
+        """Run every feature's queued crops (at the end of the video)."""
+        for name in [n for n in self.visual if self.pending.get(n)]:
+            if name in self.failed:
+                continue
+            extractor = self.ctx.extractors[name]
+            t0 = time.perf_counter()
+            try:
+                self._flush(extractor, final=True)
+            except Exception as exc:
+                self.fail([name], "extract", exc)
+            self._time(name, t0)
 
     def on_audio(self, audio: Any) -> None:
         self.audio_start = float(audio.start)
@@ -228,8 +283,9 @@ class VideoJob:
             t0 = time.perf_counter()
             try:
                 centers = self._centers(extractor, audio.start)
+                track = audio.at(extractor.input_rate)  # the track decoded at its rate
                 with extractor.autocast():
-                    rows: AudioRows = extractor.extract(audio.wav, centers)
+                    rows: AudioRows = extractor.extract_at(track.wav, track.sample_rate, centers)
                 values = {k: np.asarray(v, dtype=np.float32) for k, v in rows.values.items()}
                 check_outputs(extractor, values, len(rows.times))
                 mask = (np.ones(len(rows.times), bool) if rows.mask is None
@@ -263,6 +319,7 @@ class VideoJob:
     def finish(self) -> VideoResult:
         """Write every feature that did not fail (then release the claim); the result."""
         try:
+            self.flush_visual()
             self._write_all()
         finally:
             if self.claim is not None:

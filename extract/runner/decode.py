@@ -42,6 +42,8 @@ class DecodeSettings:
     image_fps: float
     modality: dict[str, str]  # feature → "visual" | "audio"
     outputs: dict[str, tuple[str, ...]] = field(default_factory=dict)  # feature → stored names
+    audio_rates: dict[str, int | None] = field(default_factory=dict)  # audio feature → the
+    #                      sample rate it reads (None: the file's own; absent: 16 kHz)
 
 
 def video_frames(path: Path, s: DecodeSettings) -> Iterator[Any]:
@@ -151,12 +153,14 @@ def decode_task(task: Task, s: DecodeSettings, claims: Any = None) -> Iterator[E
             yield Event("end", task)
             return
     if audio:
-        from extract.media.audio import read_audio
+        from extract.media.audio import TARGET_RATE, AudioTracks, read_audio
 
         try:
-            wav = read_audio(item.path)
-            check_audio_complete(item.path, wav)
-            yield Event("audio", task, wav)
+            tracks = {}  # one decode per rate asked for: {rate or None (native): Audio}
+            for rate in dict.fromkeys(s.audio_rates.get(f, TARGET_RATE) for f in audio):
+                tracks[rate] = read_audio(item.path, rate)
+                check_audio_complete(item.path, tracks[rate])
+            yield Event("audio", task, AudioTracks(tracks))
         except Exception as exc:
             yield Event("error", task, Failure.of(item.video_id, audio, "audio", exc,
                                                   str(item.path)))

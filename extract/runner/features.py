@@ -68,13 +68,34 @@ def resolve_specs(options: RunOptions, problems: list[str] | None = None) -> lis
             problems.append(f"unknown feature {name!r}; known: {', '.join(sorted(catalog))}")
             continue
         try:
-            specs.append(apply_overrides(catalog[name], options.weights.get(name),
-                                         options.sets.get(name)))
+            spec = apply_overrides(catalog[name], options.weights.get(name),
+                                   options.sets.get(name))
         except ConfigError as exc:
             problems.append(str(exc))
+            continue
+        if name in options.batch_sizes:
+            problem = set_batch_size(spec, options.batch_sizes[name])
+            if problem:
+                problems.append(problem)
+                continue
+        specs.append(spec)
     if raise_now:
         _raise(problems)
     return specs
+
+
+def set_batch_size(spec: FeatureSpec, size: int) -> str | None:
+    """Give ``spec`` its own batch size (``options.batch_size``, left out of the fingerprint);
+    a problem when its extractor has none."""
+    import extract.extractors  # noqa: F401  (fills the registry)
+    from extract.extractors.base import EXTRACTORS
+
+    cls = EXTRACTORS.get(spec.extractor) if spec.extractor in EXTRACTORS else None
+    if cls is not None and not cls.batched:
+        return (f"--batch-size {spec.name}={size}: extractor {spec.extractor!r} computes each "
+                "input in one pass and has no batch size")
+    spec.options["batch_size"] = size
+    return None
 
 
 def resolve_features(options: RunOptions) -> list[RunFeature]:
@@ -82,7 +103,9 @@ def resolve_features(options: RunOptions) -> list[RunFeature]:
     build each extractor's config.
 
     Raises one :class:`ConfigError` naming every problem: bad options, unknown or unavailable
-    features, bad feature options.
+    features, bad feature options. The precision is resolved here, in the parent (bf16 with
+    ``--gpus``, else fp32, unless ``--precision`` says otherwise), so that it enters each
+    feature's config and fingerprint before the store changes.
     """
     from extract.extractors.base import availability, create
 
@@ -94,7 +117,7 @@ def resolve_features(options: RunOptions) -> list[RunFeature]:
             problems.append(f"feature {spec.name!r} is unavailable: {avail.reason}")
             continue
         try:
-            extractor = create(spec)
+            extractor = create(spec, precision=options.resolved_precision)
             features.append(RunFeature(spec, extractor.resolved_config(), extractor.outputs(),
                                        avail.weights, getattr(extractor, "store_dtype",
                                                               "float16")))

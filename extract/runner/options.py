@@ -22,7 +22,10 @@ class RunOptions:
     store: str  # feature store path (created when absent)
     gpus: int = 0  # N > 0: N worker processes, worker i on cuda:i
     workers: int = 1  # CPU worker processes when gpus == 0; 0 runs in this process
-    batch_size: int = 32  # frames per face-detection / backbone batch
+    batch_size: int = 32  # frames per decode / face-detection batch (and backbone batch default)
+    batch_sizes: dict[str, int] = field(default_factory=dict)  # feature → crops / windows per
+    #                      forward (--batch-size NAME=B; sets the feature's options.batch_size)
+    precision: str | None = None  # fp32 | bf16 | fp16; None: bf16 with --gpus, else fp32
     limit: int | None = None  # only the K longest inputs that still have work
     sample: str = "all"  # frame sampling: all | fps:F | count:N
     image_fps: float = 30.0  # frame rate of image-folder inputs (time = index / fps)
@@ -49,6 +52,13 @@ class RunOptions:
         return Sampling.parse(self.sample)
 
     @property
+    def resolved_precision(self) -> str:
+        """``precision``, else the default: bf16 when GPUs are used, fp32 on the CPU."""
+        from extract.extractors.base import default_precision
+
+        return self.precision or default_precision(self.gpus)
+
+    @property
     def num_workers(self) -> int:
         """Worker count: one per GPU, else ``workers`` (0 = in-process)."""
         return self.gpus if self.gpus > 0 else self.workers
@@ -70,6 +80,15 @@ class RunOptions:
                 problems.append(f"--{name} must be an integer >= {low}, got {value!r}")
         if self.limit is not None and (not isinstance(self.limit, int) or self.limit < 1):
             problems.append(f"--limit must be a positive integer, got {self.limit!r}")
+        from extract.extractors.base import PRECISIONS
+
+        if self.precision is not None and self.precision not in PRECISIONS:
+            problems.append(f"--precision must be one of {' | '.join(PRECISIONS)}, got "
+                            f"{self.precision!r}")
+        bad = {k: v for k, v in self.batch_sizes.items()
+               if not isinstance(v, int) or isinstance(v, bool) or v < 1}
+        if bad:
+            problems.append(f"--batch-size NAME=B needs a positive integer B, got {bad}")
         if self.backend not in ("local", "ray"):
             problems.append(f"--backend must be 'local' or 'ray', got {self.backend!r}")
         if not self.image_fps > 0:
@@ -80,7 +99,8 @@ class RunOptions:
             problems.append(str(exc))
         if not self.input.exists():
             problems.append(f"input {self.input} does not exist")
-        for what, mapping in (("--weights", self.weights), ("--set", self.sets)):
+        for what, mapping in (("--weights", self.weights), ("--set", self.sets),
+                              ("--batch-size", self.batch_sizes)):
             stray = sorted(set(mapping) - set(self.features))
             if stray:
                 problems.append(f"{what} names feature(s) {stray} that are not in this run "
@@ -89,6 +109,7 @@ class RunOptions:
 
     def to_dict(self) -> dict[str, Any]:
         out = asdict(self)
+        out["precision"] = self.resolved_precision
         out["input"] = str(self.input)
         out["catalog"] = str(self.catalog) if self.catalog else None
         return out
@@ -110,6 +131,30 @@ def parse_weights(values: list[str]) -> dict[str, str]:
             raise ConfigError(f"--weights {text!r}: expected NAME=PATH")
         out[name.strip()] = path.strip()
     return out
+
+
+def parse_batch_sizes(values: list[str] | None, default: int = 32) -> tuple[int, dict[str, int]]:
+    """``--batch-size`` values → (the global batch size, {feature: B}).
+
+    ``["64", "ires100=512"]`` → ``(64, {"ires100": 512})``; a bare number is the global size
+    (frames per decode batch), ``NAME=B`` a feature's own; the last of each wins.
+    """
+    size, per = default, {}
+    for text in values or []:
+        name, sep, value = text.partition("=")
+        raw = value if sep else name
+        try:
+            number = int(raw.strip())
+        except ValueError:
+            raise ConfigError(f"--batch-size {text!r}: expected B or NAME=B with B a positive "
+                              "integer") from None
+        if sep:
+            if not name.strip():
+                raise ConfigError(f"--batch-size {text!r}: expected NAME=B")
+            per[name.strip()] = number
+        else:
+            size = number
+    return size, per
 
 
 def parse_sets(values: list[str]) -> dict[str, dict[str, str]]:

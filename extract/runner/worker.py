@@ -43,6 +43,7 @@ class WorkerConfig:
     in_process: bool = False  # running as a thread of the parent
     prefetch: int = 3  # decoded events (frame batches) buffered ahead of compute
     claims: bool = True  # claim each (feature, video) in the store before computing it
+    precision: str = "fp32"  # fp32 | bf16 | fp16: the backbones' autocast (resolved by the parent)
 
 
 def build_context(cfg: WorkerConfig) -> WorkerContext:
@@ -59,7 +60,7 @@ def build_context(cfg: WorkerConfig) -> WorkerContext:
         torch.set_num_threads(cfg.torch_threads)
     extractors = {}
     for spec in cfg.specs:
-        extractor = create(spec, cfg.device)
+        extractor = create(spec, cfg.device, cfg.precision)
         extractor.load()
         extractors[spec.name] = extractor
     sizes = tuple(s.face_size for s in cfg.specs if s.modality == "visual" and s.face_size)
@@ -107,8 +108,9 @@ def worker_main(cfg: WorkerConfig, tasks: Any, results: Any) -> None:
     results.send(("ready", os.getpid()))
     modality = {s.name: s.modality for s in cfg.specs}
     outputs = {name: tuple(e.outputs()) for name, e in ctx.extractors.items()}
+    rates = {name: e.input_rate for name, e in ctx.extractors.items() if e.modality == "audio"}
     settings = DecodeSettings(Sampling.parse(cfg.sample), cfg.batch_size, cfg.image_fps, modality,
-                              outputs)
+                              outputs, audio_rates=rates)
     prefetch = Prefetcher(tasks.recv, settings, cfg.prefetch, ctx.claims).start()
     job: VideoJob | None = None
     try:
