@@ -117,7 +117,7 @@ class WorkerContext:
             return out
         out["sampling"] = self.sampling
         if item.kind == "images":
-            out.update(faces="aligned input", image_fps=self.image_fps)
+            out.update(faces="aligned input")
         else:
             out["faces"] = f"detector {self.faces.detector_name}"
         return out
@@ -139,6 +139,7 @@ class VideoJob:
         self.audio = [f for f in task.features if ctx.extractors[f].modality == "audio"]
         self._started_faces = False
         self.frame_times: list[np.ndarray] = []  # sampled video frame times seen so far
+        self.frame_attrs: dict[str, Any] = {}  # the frame clock's attrs (frame folders)
 
     def handle(self, event: Event) -> None:
         """Dispatch one decode event (``begin`` and ``end`` are the worker's business)."""
@@ -177,6 +178,8 @@ class VideoJob:
         live = [f for f in self.visual if f not in self.failed]
         self.result.frames += len(batch.frames)
         self.frame_times.append(np.asarray(batch.times, dtype=np.float64))
+        if getattr(batch, "source", None):
+            self.frame_attrs = dict(batch.source)
         if not live:
             return
         t0 = time.perf_counter()
@@ -191,6 +194,8 @@ class VideoJob:
             return
         self._time("faces", t0)
         valid = np.asarray(faces.valid, dtype=bool)
+        if getattr(batch, "valid", None) is not None:  # frames without a readable image
+            valid = valid & np.asarray(batch.valid, dtype=bool)
         self.result.faces = (self.result.faces or 0) + int(valid.sum())
         for name in live:
             extractor = self.ctx.extractors[name]
@@ -271,11 +276,19 @@ class VideoJob:
 
     def _write_all(self) -> None:
         store = self.ctx.store
+        if self.item.kind == "video" and self.visual and not self.frame_attrs:
+            from extract.media.clock import decoded_video_attrs
+
+            times = np.concatenate(self.frame_times) if self.frame_times else np.zeros(0)
+            self.frame_attrs = decoded_video_attrs(self.item.path, self.ctx.sampling, times)
         for name in self.task.features:
             if name in self.failed:
                 continue
             extractor = self.ctx.extractors[name]
             source = self.ctx.source(self.item, extractor.modality, self.audio_start)
+            extra = {"run_id": self.ctx.run_id}
+            if extractor.modality == "visual":  # source frame count, fps, which rows are frames
+                extra.update(self.frame_attrs)
             try:
                 for output, dim in extractor.outputs().items():
                     data, times, mask = self.rows[output].arrays(dim)
@@ -283,7 +296,7 @@ class VideoJob:
                     if self.claim is not None:
                         self.claim.check()  # ClaimLostError: another run took it over
                     store.write_video(output, self.item.video_id, data, times, mask,
-                                      source=source, extra_attrs={"run_id": self.ctx.run_id})
+                                      source=source, extra_attrs=extra)
             except Exception as exc:
                 self.fail([name], "write", exc)
                 continue

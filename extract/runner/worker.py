@@ -43,6 +43,7 @@ class WorkerConfig:
     in_process: bool = False  # running as a thread of the parent
     prefetch: int = 3  # decoded events (frame batches) buffered ahead of compute
     claims: bool = True  # claim each (feature, video) in the store before computing it
+    image_clock: Any = None  # extract.media.clock.ImageClockSettings of frame folders
 
 
 def build_context(cfg: WorkerConfig) -> WorkerContext:
@@ -108,7 +109,7 @@ def worker_main(cfg: WorkerConfig, tasks: Any, results: Any) -> None:
     modality = {s.name: s.modality for s in cfg.specs}
     outputs = {name: tuple(e.outputs()) for name, e in ctx.extractors.items()}
     settings = DecodeSettings(Sampling.parse(cfg.sample), cfg.batch_size, cfg.image_fps, modality,
-                              outputs)
+                              outputs, cfg.image_clock)
     prefetch = Prefetcher(tasks.recv, settings, cfg.prefetch, ctx.claims).start()
     job: VideoJob | None = None
     try:
