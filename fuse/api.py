@@ -124,7 +124,8 @@ def train(config: FuseConfig | dict[str, Any], *, resume: bool = False) -> RunRe
             videos=[data.videos[v] for v in vids], outputs=outputs,
             frames=[data.frames[v] for v in vids],
             times=[data.times[v] if data.level == "frame" else None for v in vids],
-            labels=[data.targets_of(v) for v in vids], decision=decision)
+            labels=[data.targets_of(v) for v in vids], decision=decision,
+            ids=plan.labels.source_ids)
 
     if cfg.labels.train_val_mix:  # no val: fixed post-processing, the snapshots combined
         preds, post, metrics = _snapshot_outputs(model, task, batcher, planner, videos, cfg,

@@ -183,6 +183,9 @@ def test_video_map_csv_is_most_specific_first(tmp_path: Path):
     assert vm.candidates("clipA", "fer", "visual") == ["clipA"]
     assert vm.candidates("clipB", "fer", "visual") == ["rawB"]
     assert vm.candidates("x_left", "fer", "visual") == ["x_left", "x"]
+    sample = VideoMap.load(Path(__file__).parents[1] / "data/labels/csv/video_map.csv")
+    assert sample.candidates("clip_01", "egemaps", "audio") == ["session_01"]
+    assert sample.candidates("clip_02", "fer", "visual") == ["session_01"]
     bad = tmp_path / "bad.csv"
     bad.write_text("video,feature_video\nclipA,\n")
     with pytest.raises(LabelError, match="bad.csv line 2"):

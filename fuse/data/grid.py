@@ -118,6 +118,9 @@ def reference_clock(video: str, attrs: dict, timestamps: np.ndarray, fps: float 
     cannot say when each frame is."""
     rows = attrs.get("frame_rows")
     count = attrs.get("source_frames")
+    legacy_fps = (attrs.get("source") or {}).get("image_fps")  # frame folders, older stores
+    if rows is None and legacy_fps:
+        rows, attrs = "images", {**attrs, "source_fps": legacy_fps}
     t = np.asarray(timestamps, np.float64)
     if fps > 0:
         n = int(count) if count else (int(round(t[-1] * fps)) + 1 if len(t) else 0)
