@@ -131,6 +131,15 @@ def run_cmd(
     sample: Annotated[str, typer.Option(help="Frame sampling: all | fps:F | count:N.")] = "all",
     image_fps: Annotated[float, typer.Option("--image-fps", help="Frame rate of image-folder "
                                              "inputs (time = index / fps).")] = 30.0,
+    videos: Annotated[Path | None, typer.Option("--videos", help="Folder of the raw videos of "
+                                                "frame folders (X_left / X_right → X, any "
+                                                "extension): each folder gets its video's "
+                                                "frame times and one row per video frame "
+                                                "(frames without an image: zero rows, mask "
+                                                "False).")] = None,
+    fps_table: Annotated[Path | None, typer.Option("--fps-table", help="CSV video,fps: a frame "
+                                                   "rate per frame folder (instead of "
+                                                   "--image-fps).")] = None,
     weights: Annotated[list[str] | None, typer.Option("--weights", help="NAME=PATH: weights "
                                                       "for a feature (repeatable).")] = None,
     set_: Annotated[list[str] | None, typer.Option("--set", help="NAME.options.KEY=VALUE "
@@ -174,8 +183,8 @@ def run_cmd(
         options = RunOptions(
             features=split_names(feature), input=input, store=str(store), gpus=gpus,
             workers=workers, batch_size=batch, batch_sizes=batch_sizes, precision=precision,
-            limit=limit, sample=sample,
-            image_fps=image_fps, weights=parse_weights(weights or []),
+            limit=limit, sample=sample, image_fps=image_fps, videos=videos,
+            fps_table=fps_table, weights=parse_weights(weights or []),
             sets=parse_sets(set_ or []), catalog=catalog, detector=detector,
             plugins=split_names(plugin or []), run_id=run_id, progress=progress,
             claims=claims, backend=backend, ray_address=ray_address)

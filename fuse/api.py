@@ -86,6 +86,10 @@ def train(config: FuseConfig | dict[str, Any], *, resume: bool = False) -> RunRe
         log.warning("%s holds an earlier run; it is overwritten (--resume continues it)",
                     run.root)
     save_config(cfg, run.config)
+    from fuse.saved import feature_records
+
+    write_json(run.features, feature_records(plan.sources))  # predict / eval check these
+    write_json(run.video_ids, plan.labels.source_ids)
     summary = plan.summary()
     log.info("labels %s; videos %s; features %s", summary["labels"], summary["videos"],
              summary["features"])
@@ -95,7 +99,8 @@ def train(config: FuseConfig | dict[str, Any], *, resume: bool = False) -> RunRe
     seed_everything(cfg.train.seed, cfg.train.deterministic)
     device = pick_device(cfg.train.device)
     data, normalizer = load_fused(plan.sources, plan.specs, plan.requests, level=plan.level,
-                                  grid=plan.grid, fill=cfg.data.fill, timing=plan.timing)
+                                  grid=plan.grid, fill=cfg.data.fill, timing=plan.timing,
+                                  tolerance=cfg.data.align_tolerance)
     task = build_task(cfg.task, plan.labels.targets)
     spec = ModelSpec(data.features, data.dims, cfg.data.mask_channels, task.out_dim, plan.level)
     model = FusionNet(spec, cfg.model).to(device)
@@ -119,7 +124,8 @@ def train(config: FuseConfig | dict[str, Any], *, resume: bool = False) -> RunRe
             videos=[data.videos[v] for v in vids], outputs=outputs,
             frames=[data.frames[v] for v in vids],
             times=[data.times[v] if data.level == "frame" else None for v in vids],
-            labels=[data.targets_of(v) for v in vids], decision=decision)
+            labels=[data.targets_of(v) for v in vids], decision=decision,
+            ids=plan.labels.source_ids)
 
     if cfg.labels.train_val_mix:  # no val: fixed post-processing, the snapshots combined
         preds, post, metrics = _snapshot_outputs(model, task, batcher, planner, videos, cfg,
@@ -149,7 +155,8 @@ def train(config: FuseConfig | dict[str, Any], *, resume: bool = False) -> RunRe
     for split in cfg.output.predict_splits:
         if len(videos[split]):
             final = results.final_predictions(task, data, videos[split], preds[split], applied,
-                                              plan.labels.targets, plan.labels.kind)
+                                              plan.labels.targets, plan.labels.kind,
+                                              plan.labels.source_ids)
             files += results.write_split(adapter, final, run.predictions, split)
     write_json(run.metrics, metrics)
     if cfg.output.plots:
@@ -196,6 +203,7 @@ def evaluate(run_dir: str | Path, split: str = "val") -> dict[str, float]:
         raise DataError(f"{run_dir} was trained with labels.train_val_mix: its val videos are "
                         "training videos, so there is no validation score")
     plan = check(saved.cfg, training=False).raise_if_failed()
+    saved.check_features(plan.sources)
     requests = [r for r in plan.requests if r.split == split]
     if not requests:
         raise DataError(f"split {split!r} has no video with every feature "
@@ -208,9 +216,18 @@ def evaluate(run_dir: str | Path, split: str = "val") -> dict[str, float]:
 
 
 def predict(run_dir: str | Path, stores: list[str], out: str | Path,
-            videos: list[str] | None = None) -> list[Path]:
+            videos: list[str] | None = None, video_map: str | None = None,
+            split: str | None = None) -> list[Path]:
     """Predict every video of ``stores`` that has the run's features (or only ``videos``).
 
+    The videos are those of the run's reference feature (its first visual one, else its first
+    feature); each reads the other features through the run's video map (Aff-Wild2:
+    ``X_left`` / ``X_right`` read ``X``'s audio), or ``video_map`` (a CSV) instead. Every
+    video left out is named in one warning. Per-frame tasks get one output per frame of the
+    source video. The stores' features must be the ones the run was trained on (same config
+    and width), else :class:`~fuse.errors.FeatureMismatchError`.
+
+    ``split`` keeps the videos the run's labels (or partition) put in that split.
     ``out`` ending in ``.csv`` gives one table; otherwise a folder in the labels' own
     submission layout (Aff-Wild2: one file per video). The run's resolved config is saved
     beside it as ``<out stem>.config.yaml``.
@@ -220,23 +237,64 @@ def predict(run_dir: str | Path, stores: list[str], out: str | Path,
     from fuse.labels.base import get_adapter
     from fuse.outputs.results import final_predictions
     from fuse.saved import SavedRun
+    from fuse.validate import report_drops
 
     saved = SavedRun.load(Path(run_dir))
     features = saved.spec["features"]
-    sources = FeatureSources(list(stores), features)
-    have = set.intersection(*sources.coverage().values())
+    sources = FeatureSources(list(stores), features, saved.video_map(video_map))
+    saved.check_features(sources)
     if videos is None:
-        videos = sorted(have)
-    elif missing := sorted(set(videos) - have):
-        raise DataError(f"{len(missing)} videos lack some of {features}: "
-                        f"{', '.join(missing[:10])}")
+        videos, dropped = predictable(sources, saved.timing.reference)
+        if split is not None:
+            wanted = split_videos(saved.cfg, split)
+            dropped = {v: f for v, f in dropped.items() if v in wanted}
+            dropped |= {v: ["every feature"] for v in wanted
+                        if v not in videos and v not in dropped
+                        and not any(sources.complete(f) & {v} for f in features)}
+            videos = [v for v in videos if v in wanted]
+        report_drops(dropped, "videos not predicted")
+    elif missing := {v: lack for v in videos if (lack := sources.lacking(v))}:
+        items = [f"{v} (lacks {', '.join(f)})" for v, f in sorted(missing.items())]
+        raise DataError(f"{len(missing)} of the asked videos lack features: {', '.join(items)}")
     if not videos:
         raise DataError(f"no video in {stores} has every feature of {features}")
     data = saved.load_data(sources, [VideoRequest(v, "predict") for v in videos])
     final = final_predictions(saved.task, data, np.arange(len(videos)), saved.predict(data),
-                              saved.post, saved.targets, saved.label_kind)
+                              saved.post, saved.targets, saved.label_kind, saved.video_ids)
     out = Path(out)
     files = get_adapter(saved.label_format).write(final, out)
     save_config(saved.cfg, out.parent / f"{out.stem}.config.yaml")
     log.info("wrote predictions for %d videos to %s", len(videos), out)
     return files
+
+
+def split_videos(cfg: FuseConfig, split: str) -> set[str]:
+    """The videos the run's labels (and partition) assign to ``split``."""
+    from fuse.labels.base import get_adapter
+    from fuse.labels.splits import assign_splits
+
+    labels = get_adapter(cfg.labels.format).load(cfg.labels)
+    chosen = {v for v, s in assign_splits(labels, cfg.labels).items() if s == split}
+    if not chosen:
+        raise DataError(f"the run's labels ({cfg.labels.path}) put no video in split {split!r}")
+    return chosen
+
+
+def predictable(sources, reference: str) -> tuple[list[str], dict[str, list[str]]]:
+    """The videos to predict (those of ``reference``, else of the first feature, that have
+    every feature through the video map) and every stored video left out, with what it
+    lacks (a video stored for some feature that no predicted video reads)."""
+    ref = reference if reference in sources.features else sources.features[0]
+    videos, dropped = [], {}
+    for vid in sorted(sources.complete(ref)):
+        lacking = sources.lacking(vid)
+        if lacking:
+            dropped[vid] = lacking
+        else:
+            videos.append(vid)
+    used = {f: {sources.resolve(f, v) for v in videos} for f in sources.features}
+    for f in sources.features:
+        for sid in sorted(sources.complete(f) - used[f]):
+            if sid not in dropped:
+                dropped[sid] = [g for g in sources.features if sid not in sources.complete(g)]
+    return videos, dropped

@@ -109,13 +109,57 @@ def predict(run: Annotated[Path, typer.Option("--run", help="run folder")],
                                                             "challenge's per-video files")],
             videos: Annotated[str | None, typer.Option("--videos", help="only these ids, "
                                                                         "comma-separated")] = None,
+            split: Annotated[str | None, typer.Option(
+                "--split", help="only the videos the run's labels / partition put in this "
+                                "split (e.g. test)")] = None,
+            video_map: Annotated[str | None, typer.Option(
+                "--video-map", help="CSV video,feature_video[,applies_to] instead of the "
+                                    "run's labels.video_map")] = None,
             ) -> None:
-    """Predict every video in the store(s) that has the run's features."""
+    """Predict every video in the store(s) that has the run's features.
+
+    Per-frame tasks write one line per frame of each source video (frames without a face
+    included, filled as in training). Videos left out are named. A store whose features
+    differ from the training ones (config or width) is refused (exit 2).
+    """
     from fuse import api
 
     files = _guard(lambda: api.predict(run, _split(store), out,
-                                       _split(videos) if videos else None))
+                                       _split(videos) if videos else None, video_map, split))
     _console().print(f"wrote {len(files)} file(s) under {out}")
+
+
+@app.command("check-submission")
+def check_submission(
+        path: Annotated[Path, typer.Argument(help="submission folder (Aff-Wild2: <video>.txt "
+                                                  "files) or CSV (eri)", show_default=False)],
+        task: Annotated[str, typer.Option("--task", help="va | expr | au | eri")],
+        videos: Annotated[Path | None, typer.Option(
+            "--videos", help="raw videos: each file must have one line per frame "
+                             "(X_left / X_right count X's frames)")] = None,
+        partition: Annotated[Path | None, typer.Option(
+            "--partition", help="eri: split CSV; every test id needs exactly one row")] = None,
+        expect: Annotated[Path | None, typer.Option(
+            "--expect", help="ids that must have a prediction (one per line, or a CSV with a "
+                             "video / File_ID column)")] = None,
+        ) -> None:
+    """Check a submission's format: headers, line counts against the videos, value ranges.
+
+    Exit 0 when it is ready to send, 1 with the list of problems.
+
+    Example: fuse check-submission submission/va --task va --videos videos
+    """
+    from fuse.outputs.submission import check_submission as run_check
+
+    report = _guard(lambda: run_check(path, task, videos=videos, partition=partition,
+                                      expect=expect))
+    console = _console()
+    for problem in report.problems:
+        console.print(f"problem: {problem}", highlight=False, markup=False, soft_wrap=True)
+    status = "ok" if report.ok else "FAILED"
+    console.print(f"{status}: {report.files} file(s), {report.rows} prediction rows, "
+                  f"{len(report.problems)} problem(s) ({task})", highlight=False)
+    raise typer.Exit(0 if report.ok else 1)
 
 
 @app.command("ensemble")
@@ -217,6 +261,9 @@ def grid(grid_file: Annotated[Path | None, typer.Option("--grid", help="grid YAM
     if ensemble_top is not None:
         raw["ensemble_top"] = ensemble_top
     spec = _guard(lambda: load_grid(raw))
+    from fuse.validate import report_grid_drops
+
+    report_grid_drops(spec)  # each cell's --drop-missing videos named here, once
     outcome = run_grid(spec, out, workers=workers, gpus=gpus, backend=backend,
                        ray_address=ray_address)
     print_ranking(outcome, _console())
@@ -268,12 +315,17 @@ def _split(text: str | None) -> list[str] | None:
 
 def _guard(call):
     """Run a library call; known errors become a message and a non-zero exit."""
-    from fuse.errors import ConfigError, FuseError
+    from fuse.errors import ConfigError, FeatureMismatchError, FuseError
 
     try:
         return call()
     except ConfigError as exc:
         _fail(exc.problems)
+    except FeatureMismatchError as exc:  # one line naming the feature and both configs
+        from rich.markup import escape
+
+        _console().print(f"[red]error:[/red] {escape(str(exc))}", soft_wrap=True)
+        raise typer.Exit(2) from None
     except FuseError as exc:
         from rich.markup import escape
 

@@ -29,6 +29,8 @@ class DataConfig:
     visual: list[str] = field(default_factory=list)  # visual features: "name" or "name:method"
     audio: list[str] = field(default_factory=list)  # audio features: "name" or "name:method"
     align: str = "nearest"  # default way onto the grid: nearest row | mean of the rows in a step
+    align_tolerance: float = 0.5  # a grid step with no row of the feature within this many
+    #   of the feature's own row steps is invalid (gaps, before the first / after the last row)
     fill: str = "nearest"  # invalid steps (no face, no audio): nearest | hold | zero
     mask_channels: bool = True  # give the model one validity channel per feature
     grid: str = "auto"  # auto | labels (label rows' times) | rate:HZ | steps:N (per-video labels)
@@ -56,9 +58,12 @@ class LabelConfig:
     #                                  their train videos make the others (papers 002 / 004)
     split_seed: int = 0  # made splits: seed of the group shuffle
     group_by: str = "video"  # made splits: "video" or a label column naming the subject
-    fps: float = 0.0  # per-frame labels: frame i at i / fps; 0 = time of the reference's row i
-    time_reference: str = ""  # feature whose rows are the video's frames; "" = first visual
-    frame_tolerance: int = 5  # label rows allowed past the reference's rows (extrapolated)
+    fps: float = 0.0  # per-frame labels: frame i at i / fps; 0 = the video's own frame times
+    #                   (recorded by the reference feature, see data/labels/README.md)
+    time_reference: str = ""  # feature that records the video's frame times; "" = first visual
+    frame_tolerance: int = 5  # annotation lines allowed past the video's last frame (ignored)
+    video_map: str = ""  # CSV label video id → feature video id (columns video, feature_video,
+    #                      optional applies_to: a feature name, visual or audio); "" = none
     video_column: str = "video"  # csv: video id column
     frame_column: str = "frame"  # csv: frame index column (per-frame labels), used if present
     time_column: str = "time"  # csv: time column in seconds (per-frame labels), used if present

@@ -29,11 +29,13 @@ TINY = {"densenet": "DenseNet (tiny config, untrained random weights)",
 
 def extract_features(media: Path, store: Path, weights: dict[str, tuple[str, int]],
                      workers: int):
+    from extract.demo_media import FPS
     from extract.runner import RunOptions, run
 
     features = [*REAL, *TINY]
-    options = RunOptions(
+    options = RunOptions(  # the aligned-crops folder is a 25 fps clip like the others
         features=features, input=media, store=str(store), workers=workers, batch_size=32,
+        image_fps=FPS,
         weights={n: p for n, (p, _) in weights.items()},
         sets={n: {"dim": str(d)} for n, (_, d) in weights.items()})
     return run(options)
@@ -104,6 +106,9 @@ def main(argv: list[str] | None = None) -> int:
     print_summary(summary)
     console.rule("[bold]2. ablation grid")
     spec = load_grid(grid_file(store, media / "frame_labels.csv", args.epochs, args.seeds))
+    from fuse.validate import report_grid_drops
+
+    report_grid_drops(spec)  # videos a cell drops are named here once, not per job
     grid = run_grid(spec, out / "grid", workers=args.workers)
     print_ranking(grid, console)
     console.rule("[bold]3. the winning run")

@@ -31,3 +31,7 @@ class DataError(FuseError):
 
 class RunError(FuseError):
     """A run folder lacks what ``eval`` / ``predict`` / ``--resume`` need."""
+
+
+class FeatureMismatchError(FuseError):
+    """A store's feature differs (config or width) from the one a run was trained on."""

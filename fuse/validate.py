@@ -8,8 +8,10 @@ metadata is read. The data pass produces the :class:`RunPlan` that training then
 from __future__ import annotations
 
 import logging
+import os
 import re
 from dataclasses import dataclass, field
+from pathlib import Path
 
 from fuse.config import FuseConfig
 from fuse.data.align import ALIGNMENTS
@@ -17,6 +19,7 @@ from fuse.data.dataset import FrameTiming, VideoRequest
 from fuse.data.features import FeatureSources, FeatureSpec, feature_specs
 from fuse.data.fill import FILL_POLICIES
 from fuse.data.grid import GridSpec
+from fuse.data.videomap import VideoMap
 from fuse.errors import ConfigError, FuseError
 from fuse.labels.base import LABEL_FORMATS, SPLITS, LabelSet, get_adapter
 from fuse.labels.splits import assign_splits
@@ -134,6 +137,9 @@ def check_config(cfg: FuseConfig, *, training: bool = True) -> list[str]:
         p.append(f"labels.official_val_fold: needs labels.folds >= 2, got {lab.folds}")
     if lab.fps < 0:
         p.append(f"labels.fps: must be >= 0, got {lab.fps}")
+    if not d.align_tolerance > 0:
+        p.append(f"data.align_tolerance: must be > 0 (in the feature's row steps), got "
+                 f"{d.align_tolerance}")
 
     _at_least(p, "model.fusion_dim", m.fusion_dim, 1)
     _at_least(p, "model.proj_dim", m.proj_dim, 0)
@@ -184,12 +190,17 @@ def plan_run(cfg: FuseConfig, problems: list[str]) -> RunPlan | None:
             stores.append(open_store(path))
         except StoreError as exc:
             problems.append(f"data.stores: {exc}")
+    try:
+        video_map = load_video_map(lab)
+    except FuseError as exc:
+        problems.append(str(exc))
+        video_map = None
     if stores and specs:
         try:  # with the stores that opened, so missing features are reported too
-            sources = FeatureSources(stores, [s.name for s in specs])
+            sources = FeatureSources(stores, [s.name for s in specs], video_map)
         except FuseError as exc:
             problems.append(f"data: {exc}")
-        if len(stores) < len(d.stores):
+        if len(stores) < len(d.stores) or video_map is None:
             sources = None
     if sources is not None:
         for s in specs:
@@ -215,10 +226,9 @@ def plan_run(cfg: FuseConfig, problems: list[str]) -> RunPlan | None:
         problems.append("labels.official_val_fold: the labels give no val split to use as a "
                         "fold")
     splits = assign_splits(labels, lab)
-    coverage = sources.coverage()
     requests, dropped = [], {}
     for vid in sorted(labels.videos):
-        lacking = [f for f, have in coverage.items() if vid not in have]
+        lacking = sources.lacking(vid)
         if lacking:
             dropped[vid] = lacking
         else:
@@ -226,8 +236,7 @@ def plan_run(cfg: FuseConfig, problems: list[str]) -> RunPlan | None:
     if dropped and not d.drop_missing:
         problems.append(_missing_message(dropped))
     elif dropped:
-        log.warning("dropped %d labelled videos that lack features (--drop-missing)",
-                    len(dropped))
+        report_drops(dropped, "labelled videos dropped (--drop-missing)")
     labelled = {s: sum(1 for r in requests if r.split == s and r.labels.valid.any())
                 for s in ("train", "val")}
     for split, n in labelled.items():
@@ -279,25 +288,71 @@ def _check_task_fits(cfg: FuseConfig, labels: LabelSet) -> list[str]:
 
 def _check_frame_counts(requests: list[VideoRequest], sources: FeatureSources,
                         timing: FrameTiming) -> list[str]:
-    """Label frames must match the reference feature's rows (one row per video frame)."""
+    """Label frames must not run past the video's frames (metadata only: evenly spaced rows
+    of the reference are one per frame; rows with gaps are checked exactly when loaded)."""
     if timing.reference not in sources.home:
         return []
     store = sources.home[timing.reference]
-    rows = {r["video"]: r["frames"] for r in store.table() if r["feature"] == timing.reference}
+    rows = {r["video"]: (r["frames"], r["rate"]) for r in store.table()
+            if r["feature"] == timing.reference}
     off = []
     for req in requests:
         frames = req.labels.frames
         if req.labels.times is not None or frames is None or len(frames) == 0:
             continue
-        have = rows.get(req.video) or 0
-        if int(frames.max()) + 1 - have > timing.tolerance:
+        stored = sources.resolve(timing.reference, req.video)
+        have, rate = rows.get(stored, (0, None))
+        if rate is not None and int(frames.max()) + 1 - (have or 0) > timing.tolerance:
             off.append(f"{req.video} ({int(frames.max()) + 1} label frames, {have} rows)")
     if not off:
         return []
-    return [f"labels: {len(off)} videos have more label frames than rows of the reference "
-            f"feature {timing.reference!r} (tolerance labels.frame_tolerance="
-            f"{timing.tolerance}): {_listing(off)}; set labels.fps, or labels.time_reference "
-            "to a feature with one row per frame"]
+    return [f"labels: {len(off)} videos have more label frames than the video has frames "
+            f"(rows of the reference feature {timing.reference!r}; tolerance "
+            f"labels.frame_tolerance={timing.tolerance}): {_listing(off)}; are these the "
+            "video's annotations? (else set labels.fps, or labels.time_reference to a feature "
+            "with one row per frame)"]
+
+
+def load_video_map(lab) -> VideoMap:
+    """The run's :class:`VideoMap`: ``labels.video_map`` rows plus the label format's aliases."""
+    aliases = get_adapter(lab.format).aliases if lab.format in LABEL_FORMATS else None
+    return VideoMap.load(lab.video_map or None, aliases)
+
+
+DROPS_REPORTED_ENV = "FUSE_DROPS_REPORTED"  # set by a command that listed its drops already
+
+
+def report_drops(dropped: dict[str, list[str]], what: str, force: bool = False) -> None:
+    """Log every dropped video by name, once: at warning level, or at debug level inside a
+    command that listed them already (the jobs of a grid), unless ``force``."""
+    if not dropped:
+        return
+    items = [f"{v} (lacks {', '.join(f)})" for v, f in sorted(dropped.items())]
+    quiet = os.environ.get(DROPS_REPORTED_ENV) and not force
+    log.log(logging.DEBUG if quiet else logging.WARNING, "%d %s: %s", len(items), what,
+            ", ".join(items))
+
+
+def report_grid_drops(spec) -> None:
+    """Name the videos each feature set of a grid drops (``--drop-missing``) once, before
+    its jobs run; the jobs (which inherit the environment) then log theirs at debug level."""
+    from fuse.api import check
+    from fuse.experiments.grid import expand
+
+    os.environ[DROPS_REPORTED_ENV] = "1"
+    seen = set()
+    for job in expand(spec, Path(".")):
+        cfg = job.payload["config"]
+        data = cfg.get("data", {})
+        key = (tuple(data.get("visual") or []), tuple(data.get("audio") or []))
+        if key in seen or str(data.get("drop_missing", "")).lower() not in ("true", "1", "yes"):
+            continue
+        seen.add(key)
+        result = check(cfg, training=False)
+        if result.plan is not None:
+            names = "+".join(key[0] + key[1])
+            report_drops(result.plan.dropped, f"labelled videos dropped by the cells with "
+                                              f"{names} (--drop-missing)", force=True)
 
 
 def _missing_message(dropped: dict[str, list[str]]) -> str:

@@ -7,7 +7,7 @@ import pytest
 
 from fuse.data.align import Grid, align_mean, align_nearest
 from fuse.data.fill import apply_fill, fill_hold, fill_nearest, fill_zero
-from fuse.data.grid import GridSpec, fixed_grid, frame_times
+from fuse.data.grid import FrameClock, GridNotes, GridSpec, fixed_grid, frame_grid, reference_clock
 from fuse.errors import DataError
 
 
@@ -29,8 +29,9 @@ def test_nearest_on_irregular_timestamps():
     out = align_nearest(data, t, m, grid)
     # 0.05 is a tie between rows 0 and 1 -> the earlier; 0.2 -> 0.25; 0.5 -> 0.7; 0.704 -> 0.7
     np.testing.assert_array_equal(out.values[:, 0], [10, 10, 12, 13, 13, 14])
-    # 1.0 lies past the last row by more than half the median row step (0.125 / 2): invalid
-    np.testing.assert_array_equal(out.valid, [True, True, True, True, True, False])
+    # 0.5 lies in a gap (0.2 s from the nearest row) and 1.0 past the last row: more than half
+    # the median row step (0.125 / 2) from any row, so both are invalid
+    np.testing.assert_array_equal(out.valid, [True, True, True, False, True, False])
 
 
 def test_nearest_carries_the_row_mask():
@@ -104,13 +105,42 @@ def test_fill_with_no_valid_step_gives_zeros():
     assert not values.any()
 
 
-def test_frame_times_from_reference_rows_and_fps():
-    ref = np.array([0.0, 0.04, 0.08, 0.12])  # 25 fps video frames
-    np.testing.assert_allclose(frame_times("v", np.arange(6), ref, 0.0, tolerance=2),
-                               [0.0, 0.04, 0.08, 0.12, 0.16, 0.20])
-    np.testing.assert_allclose(frame_times("v", np.arange(3), None, 30.0, 0), [0, 1 / 30, 2 / 30])
-    with pytest.raises(DataError, match="frame_tolerance"):
-        frame_times("v", np.arange(10), ref, 0.0, tolerance=2)
+def test_reference_clock_from_frame_attributes():
+    t = np.array([0.0, 0.04, 0.08, 0.12])  # one row per frame of a 25 fps video
+    clock = reference_clock("v", {"frame_rows": "all", "source_frames": 4}, t)
+    assert clock.known and len(clock.times) == 4
+    np.testing.assert_allclose(clock.extended(6), [0.0, 0.04, 0.08, 0.12, 0.16, 0.20])
+    # images on an fps clock: rows only where an image exists, frames counted from index / fps
+    images = reference_clock("v", {"frame_rows": "images", "source_fps": 25.0},
+                             np.array([0.04, 0.12]))
+    assert not images.known and images.open_end
+    np.testing.assert_allclose(images.times, [0.0, 0.04, 0.08, 0.12])
+    # labels.fps: frame k at k / fps, as many frames as the video has (or as the rows span)
+    np.testing.assert_allclose(reference_clock("v", {"source_frames": 4}, t, fps=30.0).times,
+                               np.arange(4) / 30)
+    assert len(reference_clock("v", {}, t, fps=30.0).times) == 5  # up to 0.12 s at 30 fps
+    with pytest.raises(DataError, match="not one per video frame"):  # rows with a gap
+        reference_clock("v", {}, np.array([0.0, 0.04, 0.08, 0.4, 0.44]))
+    with pytest.raises(DataError, match="sampled"):
+        reference_clock("v", {"frame_rows": "sampled"}, t)
+
+
+def test_labels_are_placed_by_frame_index_and_past_end_lines_are_named():
+    clock = FrameClock(np.arange(5) / 25, True, "test")
+    notes = GridNotes()
+    values = np.arange(7, dtype=np.float32)[:, None]
+    placed = frame_grid("v", clock, np.arange(7), values, np.ones((7, 1), bool), 5, notes)
+    assert len(placed.grid) == 5 and placed.y[:, 0].tolist() == [0, 1, 2, 3, 4]
+    assert notes.past_end == ["v (2 of 7 lines)"]
+    # sparse labels keep their frames; the other frames are unlabelled steps
+    placed = frame_grid("v", clock, np.array([1, 3]), values[:2], np.ones((2, 1), bool), 5,
+                        notes)
+    assert placed.ok[:, 0].tolist() == [False, True, False, True, False]
+    assert placed.y[3, 0] == 1
+    with pytest.raises(DataError, match="label frames"):
+        bad = GridNotes()
+        frame_grid("v", clock, np.arange(20), np.zeros((20, 1)), np.ones((20, 1), bool), 5, bad)
+        bad.report()
 
 
 def test_fixed_grids():

@@ -38,7 +38,9 @@ class FrameBatch:
 
     frames: np.ndarray  # (n, H, W, 3) uint8 RGB
     times: np.ndarray  # (n,) seconds
-    indices: np.ndarray  # (n,) decoded-frame index in the video
+    indices: np.ndarray  # (n,) decoded-frame index in the video (frame folders: image index)
+    valid: np.ndarray | None = None  # (n,) bool: False for a frame without a readable image
+    source: dict | None = None  # attrs of the frame clock (first batch of a frame folder)
 
 
 def _open(path: Path):

@@ -126,7 +126,7 @@ class WorkerContext:
             return out
         out["sampling"] = self.sampling
         if item.kind == "images":
-            out.update(faces="aligned input", image_fps=self.image_fps)
+            out.update(faces="aligned input")
         else:
             out["faces"] = f"detector {self.faces.detector_name}"
         return out
@@ -150,6 +150,7 @@ class VideoJob:
         self.frame_times: list[np.ndarray] = []  # sampled video frame times seen so far
         self.pending: dict[str, list[PendingCrops]] = defaultdict(list)  # feature → crops
         #                      waiting for a full batch (the extractor's batch_size)
+        self.frame_attrs: dict[str, Any] = {}  # the frame clock's attrs (frame folders)
 
     def handle(self, event: Event) -> None:
         """Dispatch one decode event (``begin`` and ``end`` are the worker's business)."""
@@ -188,6 +189,8 @@ class VideoJob:
         live = [f for f in self.visual if f not in self.failed]
         self.result.frames += len(batch.frames)
         self.frame_times.append(np.asarray(batch.times, dtype=np.float64))
+        if getattr(batch, "source", None):
+            self.frame_attrs = dict(batch.source)
         if not live:
             return
         t0 = time.perf_counter()
@@ -202,6 +205,8 @@ class VideoJob:
             return
         self._time("faces", t0)
         valid = np.asarray(faces.valid, dtype=bool)
+        if getattr(batch, "valid", None) is not None:  # frames without a readable image
+            valid = valid & np.asarray(batch.valid, dtype=bool)
         self.result.faces = (self.result.faces or 0) + int(valid.sum())
         for name in live:
             extractor = self.ctx.extractors[name]
@@ -328,11 +333,19 @@ class VideoJob:
 
     def _write_all(self) -> None:
         store = self.ctx.store
+        if self.item.kind == "video" and self.visual and not self.frame_attrs:
+            from extract.media.clock import decoded_video_attrs
+
+            times = np.concatenate(self.frame_times) if self.frame_times else np.zeros(0)
+            self.frame_attrs = decoded_video_attrs(self.item.path, self.ctx.sampling, times)
         for name in self.task.features:
             if name in self.failed:
                 continue
             extractor = self.ctx.extractors[name]
             source = self.ctx.source(self.item, extractor.modality, self.audio_start)
+            extra = {"run_id": self.ctx.run_id}
+            if extractor.modality == "visual":  # source frame count, fps, which rows are frames
+                extra.update(self.frame_attrs)
             try:
                 for output, dim in extractor.outputs().items():
                     data, times, mask = self.rows[output].arrays(dim)
@@ -340,7 +353,7 @@ class VideoJob:
                     if self.claim is not None:
                         self.claim.check()  # ClaimLostError: another run took it over
                     store.write_video(output, self.item.video_id, data, times, mask,
-                                      source=source, extra_attrs={"run_id": self.ctx.run_id})
+                                      source=source, extra_attrs=extra)
             except Exception as exc:
                 self.fail([name], "write", exc)
                 continue

@@ -44,6 +44,7 @@ class DecodeSettings:
     outputs: dict[str, tuple[str, ...]] = field(default_factory=dict)  # feature → stored names
     audio_rates: dict[str, int | None] = field(default_factory=dict)  # audio feature → the
     #                      sample rate it reads (None: the file's own; absent: 16 kHz)
+    image_clock: Any = None  # extract.media.clock.ImageClockSettings (None: index / image_fps)
 
 
 def video_frames(path: Path, s: DecodeSettings) -> Iterator[Any]:
@@ -53,9 +54,13 @@ def video_frames(path: Path, s: DecodeSettings) -> Iterator[Any]:
 
 
 def image_frames(path: Path, s: DecodeSettings) -> Iterator[Any]:
+    """A frame folder on its video's clock (``--videos``), an ``--fps-table`` rate, or
+    ``--image-fps``; raises (the folder fails) when its clock cannot be found."""
+    from extract.media.clock import ImageClockSettings, folder_clock
     from extract.media.images import iter_image_frames
 
-    return iter_image_frames(path, s.image_fps, s.sampling, s.batch_size)
+    clock = folder_clock(path.name, s.image_clock or ImageClockSettings(s.image_fps))
+    return iter_image_frames(path, s.image_fps, s.sampling, s.batch_size, clock=clock)
 
 
 #: Input kind → frame source.

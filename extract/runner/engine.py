@@ -35,6 +35,7 @@ def worker_configs(options: RunOptions, features: list[RunFeature],
                 batch_size=options.batch_size, detector=options.detector,
                 plugins=list(options.plugins), claims=options.claims,
                 precision=options.resolved_precision,
+                image_clock=options.image_clock,
                 log_level=logging.getLogger().getEffectiveLevel())
     if options.gpus > 0:
         return [WorkerConfig(index=i, device=f"cuda:{i}", torch_threads=max(1, cores // n),

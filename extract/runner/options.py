@@ -8,6 +8,7 @@ from pathlib import Path
 from typing import Any
 
 from extract.errors import ConfigError
+from extract.media.clock import ImageClockSettings, read_fps_table
 from extract.media.sampling import Sampling
 
 PLUGINS_ENV = "EXTRACT_PLUGINS"
@@ -29,6 +30,8 @@ class RunOptions:
     limit: int | None = None  # only the K longest inputs that still have work
     sample: str = "all"  # frame sampling: all | fps:F | count:N
     image_fps: float = 30.0  # frame rate of image-folder inputs (time = index / fps)
+    videos: Path | None = None  # raw videos that time frame folders (X_left / X_right → X)
+    fps_table: Path | None = None  # CSV video,fps: a frame rate per frame folder
     weights: dict[str, str] = field(default_factory=dict)  # feature → weights override
     sets: dict[str, dict[str, str]] = field(default_factory=dict)  # feature → {"options.k": "v"}
     catalog: Path | None = None  # features.yaml (default: see extract.catalog)
@@ -44,6 +47,8 @@ class RunOptions:
         self.input = Path(self.input)
         self.store = str(self.store)
         self.catalog = Path(self.catalog) if self.catalog else None
+        self.videos = Path(self.videos) if self.videos else None
+        self.fps_table = Path(self.fps_table) if self.fps_table else None
         env = [m for m in os.environ.get(PLUGINS_ENV, "").split(",") if m.strip()]
         self.plugins = list(dict.fromkeys([*self.plugins, *(m.strip() for m in env)]))
 
@@ -57,6 +62,14 @@ class RunOptions:
         from extract.extractors.base import default_precision
 
         return self.precision or default_precision(self.gpus)
+
+    @property
+    def image_clock(self) -> ImageClockSettings:
+        """How frame folders are timed (checked by :meth:`problems` first)."""
+        table = read_fps_table(self.fps_table) if self.fps_table else {}
+        return ImageClockSettings(float(self.image_fps),
+                                  str(self.videos) if self.videos else None,
+                                  tuple(sorted(table.items())))
 
     @property
     def num_workers(self) -> int:
@@ -93,6 +106,7 @@ class RunOptions:
             problems.append(f"--backend must be 'local' or 'ray', got {self.backend!r}")
         if not self.image_fps > 0:
             problems.append(f"--image-fps must be positive, got {self.image_fps!r}")
+        problems += self._clock_problems()
         try:
             Sampling.parse(self.sample)
         except ConfigError as exc:
@@ -107,11 +121,28 @@ class RunOptions:
                                 f"({', '.join(self.features)})")
         return problems
 
+    def _clock_problems(self) -> list[str]:
+        """``--videos`` and ``--fps-table``: one source of frame times, and readable."""
+        problems = []
+        if self.videos and self.fps_table:
+            problems.append("--videos and --fps-table both time frame folders; give one "
+                            "(--videos: each folder's own raw video)")
+        if self.videos and not self.videos.is_dir():
+            problems.append(f"--videos {self.videos} is not a folder")
+        if self.fps_table:
+            try:
+                read_fps_table(self.fps_table)
+            except ConfigError as exc:
+                problems.append(str(exc))
+        return problems
+
     def to_dict(self) -> dict[str, Any]:
         out = asdict(self)
         out["precision"] = self.resolved_precision
         out["input"] = str(self.input)
         out["catalog"] = str(self.catalog) if self.catalog else None
+        out["videos"] = str(self.videos) if self.videos else None
+        out["fps_table"] = str(self.fps_table) if self.fps_table else None
         return out
 
 

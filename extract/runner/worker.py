@@ -44,6 +44,7 @@ class WorkerConfig:
     prefetch: int = 3  # decoded events (frame batches) buffered ahead of compute
     claims: bool = True  # claim each (feature, video) in the store before computing it
     precision: str = "fp32"  # fp32 | bf16 | fp16: the backbones' autocast (resolved by the parent)
+    image_clock: Any = None  # extract.media.clock.ImageClockSettings of frame folders
 
 
 def build_context(cfg: WorkerConfig) -> WorkerContext:
@@ -110,7 +111,7 @@ def worker_main(cfg: WorkerConfig, tasks: Any, results: Any) -> None:
     outputs = {name: tuple(e.outputs()) for name, e in ctx.extractors.items()}
     rates = {name: e.input_rate for name, e in ctx.extractors.items() if e.modality == "audio"}
     settings = DecodeSettings(Sampling.parse(cfg.sample), cfg.batch_size, cfg.image_fps, modality,
-                              outputs, audio_rates=rates)
+                              outputs, audio_rates=rates, image_clock=cfg.image_clock)
     prefetch = Prefetcher(tasks.recv, settings, cfg.prefetch, ctx.claims).start()
     job: VideoJob | None = None
     try:

@@ -7,8 +7,11 @@ A grid is a set of step times with step edges (the midpoints between neighbours)
   rows at all takes the nearest row (a slow feature on a fast grid), one holding only invalid
   rows is invalid.
 
-A step is invalid when its row is (mask False), or when the step lies outside the feature's
-time span (more than half a row step before its first or after its last row).
+A step is invalid when its row is (mask False), or when no row of the feature lies within
+``tolerance`` of the step time: ``tolerance`` is in the feature's own row steps (its median row
+spacing), default one half (``data.align_tolerance``). So a gap in the rows (frames without an
+image, a decode gap), and the steps before the first or after the last row, are invalid: the
+fill policy and the validity channel apply there, never a row from far away.
 """
 
 from __future__ import annotations
@@ -51,22 +54,27 @@ class Aligned:
     valid: np.ndarray  # (N,) bool
 
 
-Aligner = Callable[[np.ndarray, np.ndarray, np.ndarray, Grid], Aligned]
+Aligner = Callable[..., Aligned]  # (data, times, mask, grid, tolerance=0.5) -> Aligned
 ALIGNMENTS: Registry[Aligner] = Registry("alignment")
+DEFAULT_TOLERANCE = 0.5  # in the feature's row steps: half a step
 
 
 @ALIGNMENTS.register("nearest")
-def align_nearest(data: np.ndarray, times: np.ndarray, mask: np.ndarray, grid: Grid) -> Aligned:
+def align_nearest(data: np.ndarray, times: np.ndarray, mask: np.ndarray, grid: Grid,
+                  tolerance: float = DEFAULT_TOLERANCE) -> Aligned:
     """``data`` (T, D) with row ``times`` (T,) and ``mask`` (T,) → (N, D) on ``grid``."""
     if len(times) == 0:
         return _empty(len(grid), data.shape[1], data.dtype)
     idx = nearest_rows(times, grid.times)
-    return Aligned(data[idx], mask[idx] & _covered(times, grid))
+    near = within(times, idx, grid, tolerance)
+    return Aligned(data[idx], mask[idx] & near)
 
 
 @ALIGNMENTS.register("mean")
-def align_mean(data: np.ndarray, times: np.ndarray, mask: np.ndarray, grid: Grid) -> Aligned:
-    """Mean of the valid rows inside each step (float32 sums, float16 result)."""
+def align_mean(data: np.ndarray, times: np.ndarray, mask: np.ndarray, grid: Grid,
+               tolerance: float = DEFAULT_TOLERANCE) -> Aligned:
+    """Mean of the valid rows inside each step (float32 sums, float16 result); a step
+    without rows takes the nearest row within ``tolerance`` row steps, else is invalid."""
     n = len(grid)
     if len(times) == 0 or n == 0:
         return _empty(n, data.shape[1], data.dtype)
@@ -84,12 +92,11 @@ def align_mean(data: np.ndarray, times: np.ndarray, mask: np.ndarray, grid: Grid
         np.cumsum(rows, axis=0, dtype=np.float64, out=csum[1:])
         out[has] = ((csum[vhi[has]] - csum[vlo[has]]) / count[has, None]).astype(np.float32)
     valid = has.copy()
-    empty = hi == lo  # no rows at all: the nearest row stands in
+    empty = hi == lo  # no rows at all: the nearest row stands in, if it is near enough
     if empty.any():
         idx = nearest_rows(times, grid.times[empty])
         out[empty] = data[idx]
-        valid[empty] = mask[idx]
-    valid &= _covered(times, grid)
+        valid[empty] = mask[idx] & within(times, idx, grid, tolerance, empty)
     return Aligned(out.astype(data.dtype, copy=False), valid)
 
 
@@ -102,10 +109,24 @@ def nearest_rows(times: np.ndarray, targets: np.ndarray) -> np.ndarray:
     return np.where(take_left, pos - 1, pos)
 
 
-def _covered(times: np.ndarray, grid: Grid) -> np.ndarray:
-    """Steps overlapping the feature's span, widened by half its median row step."""
-    half = float(np.median(np.diff(times))) / 2 if len(times) > 1 else 0.0
-    return (grid.edges[1:] > times[0] - half) & (grid.edges[:-1] <= times[-1] + half)
+def row_step(times: np.ndarray) -> float:
+    """The feature's own row step: the median spacing of its rows (0 for one row)."""
+    return float(np.median(np.diff(times))) if len(times) > 1 else 0.0
+
+
+def within(times: np.ndarray, idx: np.ndarray, grid: Grid, tolerance: float,
+           steps: np.ndarray | None = None) -> np.ndarray:
+    """Whether row ``idx[j]`` lies within ``tolerance`` row steps of grid step ``j`` (of the
+    steps selected by the boolean ``steps``, default all). A feature with a single row has
+    no step of its own: it covers the grid step it falls in."""
+    targets = grid.times if steps is None else grid.times[steps]
+    step = row_step(times)
+    if step <= 0:
+        lo = grid.edges[:-1] if steps is None else grid.edges[:-1][steps]
+        hi = grid.edges[1:] if steps is None else grid.edges[1:][steps]
+        return (times[idx] >= lo) & (times[idx] < hi)
+    limit = tolerance * step
+    return np.abs(times[idx] - targets) <= limit + 1e-9 * max(1.0, limit)
 
 
 def _empty(n: int, dim: int, dtype) -> Aligned:

@@ -14,10 +14,10 @@ from dataclasses import dataclass
 import numpy as np
 
 from fuse.config import LabelConfig
-from fuse.data.align import ALIGNMENTS, Aligned, Grid
+from fuse.data.align import ALIGNMENTS, DEFAULT_TOLERANCE, Aligned, Grid
 from fuse.data.features import FeatureSources, FeatureSpec
 from fuse.data.fill import apply_fill
-from fuse.data.grid import GridSpec, fixed_grid, frame_times
+from fuse.data.grid import GridNotes, GridSpec, fixed_grid, frame_grid, reference_clock
 from fuse.data.normalize import Moments, Normalizer
 from fuse.errors import DataError
 from fuse.labels.base import VideoLabels
@@ -89,23 +89,35 @@ class FusedData:
 def load_fused(sources: FeatureSources, specs: list[FeatureSpec], requests: list[VideoRequest],
                *, level: str, grid: GridSpec, fill: str, timing: FrameTiming,
                normalizer: Normalizer | None = None,
-               fit_splits: tuple[str, ...] = ("train",)) -> tuple[FusedData, Normalizer]:
-    """Read, align and pack ``requests``; fit the normaliser on ``fit_splits`` unless given."""
+               fit_splits: tuple[str, ...] = ("train",),
+               tolerance: float = DEFAULT_TOLERANCE) -> tuple[FusedData, Normalizer]:
+    """Read, align and pack ``requests``; fit the normaliser on ``fit_splits`` unless given.
+
+    ``tolerance``: a grid step is invalid when no row of a feature lies within this many of
+    the feature's row steps (``data.align_tolerance``)."""
     started = time.perf_counter()
     names = [s.name for s in specs]
     dims = [sources.dim(n) for n in names]
     moments = {n: Moments(d) for n, d in zip(names, dims, strict=True)}
     staged = []  # per video: (grid times, frames, {feature: Aligned})
+    targets = []  # per video: (y, ok) on its grid, or None
+    notes = GridNotes()
     for req in requests:
         arrays = {s.name: sources.read(s.name, req.video) for s in specs}
-        g, frames = _video_grid(req, arrays, level, grid, timing)
+        placed = _video_grid(req, arrays, level, grid, timing, notes)
+        if placed is None:
+            continue
+        g, frames, target = placed
         aligned = {}
         for s in specs:
             fa = arrays.pop(s.name)
             if normalizer is None and req.split in fit_splits:
                 moments[s.name].add(fa.data if fa.mask.all() else fa.data[fa.mask])
-            aligned[s.name] = ALIGNMENTS.get(s.align)(fa.data, fa.timestamps, fa.mask, g)
+            aligned[s.name] = ALIGNMENTS.get(s.align)(fa.data, fa.timestamps, fa.mask, g,
+                                                      tolerance=tolerance)
         staged.append((g.times, frames, aligned))
+        targets.append(target)
+    notes.report()  # every video that cannot be placed, at once; notes logged once
     if normalizer is None:
         normalizer = Normalizer.fit(moments)
 
@@ -128,46 +140,55 @@ def load_fused(sources: FeatureSources, specs: list[FeatureSpec], requests: list
                      np.array([r.split for r in requests], dtype=object), offsets, lengths, x,
                      valid, [t for t, _, _ in staged], [fr for _, fr, _ in staged])
     if all(r.labels is not None for r in requests) and requests:
-        data.y, data.y_valid = _pack_targets(requests, level, total)
+        data.y, data.y_valid = _pack_targets(requests, targets, level, total)
     log.info("loaded %d videos, %d steps, %d features (%d dims) in %.1f s", len(requests), total,
              len(names), x.shape[1], time.perf_counter() - started)
     return data, normalizer
 
 
 def _video_grid(req: VideoRequest, arrays: dict, level: str, spec: GridSpec,
-                timing: FrameTiming) -> tuple[Grid, np.ndarray | None]:
-    """The grid of one video and, for per-frame grids, each step's frame index."""
+                timing: FrameTiming, notes: GridNotes
+                ) -> tuple[Grid, np.ndarray | None, tuple | None] | None:
+    """The grid of one video, each step's frame index (per-frame grids) and the labels on
+    it (per-frame labels by frame index); None when the video cannot be placed (``notes``)."""
     if level == "frame":
         lab = req.labels
-        ref = arrays[timing.reference].timestamps if timing.reference in arrays else None
-        if lab is None:  # prediction: one step per reference row (= per video frame)
-            if ref is None:
-                raise DataError(f"video {req.video!r}: no reference feature "
-                                f"{timing.reference!r} to place its frames")
-            frames = (np.rint(ref * timing.fps).astype(np.int64) if timing.fps > 0
-                      else np.arange(len(ref)))
-            return Grid.from_times(ref), frames
-        if lab.times is not None:
-            return Grid.from_times(lab.times), lab.frames
-        frames = lab.frames if lab.frames is not None else np.arange(lab.num_rows)
-        t = frame_times(req.video, frames, ref, timing.fps, timing.tolerance)
-        return Grid.from_times(t), frames
+        if lab is not None and lab.times is not None:  # labels that give their own times
+            return Grid.from_times(lab.times), lab.frames, (lab.values, lab.valid)
+        ref = arrays.get(timing.reference)
+        if ref is None and timing.fps <= 0:
+            raise DataError(f"video {req.video!r}: no reference feature "
+                            f"{timing.reference!r} to place its frames")
+        try:
+            clock = reference_clock(req.video, ref.attrs if ref is not None else {},
+                                    ref.timestamps if ref is not None else np.zeros(0),
+                                    timing.fps, timing.reference)
+        except DataError as exc:
+            notes.errors.append(str(exc))
+            return None
+        frames = None if lab is None else (lab.frames if lab.frames is not None
+                                           else np.arange(lab.num_rows))
+        placed = frame_grid(req.video, clock, frames, None if lab is None else lab.values,
+                            None if lab is None else lab.valid, timing.tolerance, notes)
+        if placed is None:
+            return None
+        return placed.grid, placed.frames, None if lab is None else (placed.y, placed.ok)
     starts = [a.timestamps[0] for a in arrays.values() if len(a.timestamps)]
     ends = [a.timestamps[-1] for a in arrays.values() if len(a.timestamps)]
     if not starts:
         raise DataError(f"video {req.video!r}: every feature is empty")
-    return fixed_grid(min(starts), max(ends), spec), None
+    return fixed_grid(min(starts), max(ends), spec), None, None
 
 
-def _pack_targets(requests: list[VideoRequest], level: str,
+def _pack_targets(requests: list[VideoRequest], targets: list[tuple | None], level: str,
                   total: int) -> tuple[np.ndarray, np.ndarray]:
     k = requests[0].labels.values.shape[1]
     if level == "video":
         y = np.stack([r.labels.values[0] for r in requests]).astype(np.float32)
         ok = np.stack([r.labels.valid[0] for r in requests])
-    else:
+    else:  # per-frame labels, already placed on each video's grid
         y = np.zeros((total + 1, k), np.float32)
         ok = np.zeros((total + 1, k), bool)
-        y[:total] = np.concatenate([r.labels.values for r in requests])
-        ok[:total] = np.concatenate([r.labels.valid for r in requests])
+        y[:total] = np.concatenate([t[0] for t in targets])
+        ok[:total] = np.concatenate([t[1] for t in targets])
     return np.where(ok, y, 0).astype(np.float32), ok

@@ -5,6 +5,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from extract.store import FeatureArray, FeatureStore, open_store
+from fuse.data.videomap import VideoMap
 from fuse.errors import DataError
 
 
@@ -30,12 +31,18 @@ def feature_specs(visual: list[str], audio: list[str], default_align: str) -> li
 
 
 class FeatureSources:
-    """Reads each (feature, video) from the first of the stores that holds the feature."""
+    """Reads each (feature, video) from the first of the stores that holds the feature; a
+    labelled video reads each feature under the id ``video_map`` resolves (see
+    :mod:`fuse.data.videomap`: ``X_left`` may read its audio from ``X``)."""
 
-    def __init__(self, stores: list[str] | list[FeatureStore], features: list[str]) -> None:
+    def __init__(self, stores: list[str] | list[FeatureStore], features: list[str],
+                 video_map: VideoMap | None = None) -> None:
         self.stores = [s if isinstance(s, FeatureStore) else open_store(s) for s in stores]
         self.features = list(features)
+        self.video_map = video_map or VideoMap()
         self.home: dict[str, FeatureStore] = {}
+        self._complete: dict[str, set[str]] = {}
+        self._modality: dict[str, str] = {}
         missing = []
         for name in self.features:
             store = next((s for s in self.stores if s.has_feature(name)), None)
@@ -53,11 +60,35 @@ class FeatureSources:
         return self.home[name].feature_info(name).dim
 
     def complete(self, name: str) -> set[str]:
-        """Videos whose ``name`` array is complete."""
-        return self.home[name].complete_set(name)
+        """Stored videos whose ``name`` array is complete (read once)."""
+        if name not in self._complete:
+            self._complete[name] = self.home[name].complete_set(name)
+        return self._complete[name]
 
     def coverage(self) -> dict[str, set[str]]:
         return {name: self.complete(name) for name in self.features}
 
+    def modality(self, name: str) -> str:
+        if name not in self._modality:
+            self._modality[name] = self.home[name].feature_info(name).modality
+        return self._modality[name]
+
+    def resolve(self, name: str, video: str) -> str | None:
+        """The stored id feature ``name`` of labelled ``video`` is read from (None: none)."""
+        have = self.complete(name)
+        for cand in self.video_map.candidates(video, name, self.modality(name)):
+            if cand in have:
+                return cand
+        return None
+
+    def lacking(self, video: str) -> list[str]:
+        """The features ``video`` cannot be read with."""
+        return [n for n in self.features if self.resolve(n, video) is None]
+
     def read(self, name: str, video: str) -> FeatureArray:
-        return self.home[name].read_video(name, video)
+        stored = self.resolve(name, video)
+        if stored is None:
+            tried = self.video_map.candidates(video, name, self.modality(name))
+            raise DataError(f"video {video!r} has no complete {name!r} array (looked for "
+                            f"{', '.join(tried)})")
+        return self.home[name].read_video(name, stored)

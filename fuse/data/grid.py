@@ -1,13 +1,33 @@
-"""The time grid of one video: label rows' times (per-frame labels) or a fixed rate / count."""
+"""The time grid of one video: its frames (per-frame labels) or a fixed rate / count (per video).
+
+Per-frame labels by frame index live on the video's **frame clock**: frame ``i`` is at the
+time the reference feature (``labels.time_reference``, default the first visual feature)
+records for video frame ``i``, never at "row ``i``" of some feature. The clock comes from the
+reference array's attributes (written by ``extract run``):
+
+- ``frame_rows: all`` (frame folders with ``--videos``, videos decoded frame by frame): row
+  ``k`` is video frame ``k``; the video has exactly that many frames;
+- ``frame_rows: images`` (frame folders with ``--image-fps`` / ``--fps-table``): frame ``k`` at
+  ``k / source_fps``; the frame count is unknown past the last image;
+- an array without these attributes (imported, synthetic, older stores) whose rows are evenly
+  spaced: row ``k`` is frame ``k``; with gaps or sampled rows the clock is refused;
+- ``labels.fps > 0``: frame ``k`` at ``k / fps`` (one rate for every video).
+
+The grid has one step per video frame: labels are placed on it by frame index, so frames
+without a label (or without a face) keep their place, and predictions come out one per frame.
+"""
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+import logging
+from dataclasses import dataclass, field
 
 import numpy as np
 
 from fuse.data.align import Grid
 from fuse.errors import DataError
+
+log = logging.getLogger(__name__)
 
 DEFAULT_VIDEO_GRID = "steps:32"  # papers 000 / 003: 32 evenly spaced frames per video
 
@@ -36,28 +56,152 @@ class GridSpec:
         return cls(kind, number)
 
 
-def frame_times(video: str, frames: np.ndarray, ref_times: np.ndarray | None, fps: float,
-                tolerance: int) -> np.ndarray:
-    """Seconds of label frames: ``frames / fps``, or the reference feature's row times.
+@dataclass
+class FrameClock:
+    """Times of one video's frames 0 … N-1."""
 
-    With the reference, label frame i is its row i; up to ``tolerance`` frames past its last
-    row (annotation files are often a frame or two longer) continue at its median step.
-    """
+    times: np.ndarray  # (N,) seconds
+    known: bool  # N is the source video's frame count (else: up to the last row / image)
+    how: str  # where the times come from (for messages)
+    open_end: bool = False  # count unknown but frames continue at a known rate (images, fps)
+    rate: float = 0.0  # frames per second when known (fps clocks), else from the times
+
+    @property
+    def step(self) -> float:
+        if self.rate > 0:
+            return 1.0 / self.rate
+        return float(np.median(np.diff(self.times))) if len(self.times) > 1 else 0.0
+
+    def extended(self, n: int) -> np.ndarray:
+        """Times of frames 0 … n-1, continuing past the last known frame at the median step."""
+        have = len(self.times)
+        if n <= have:
+            return self.times[:n]
+        if have == 0 and self.rate > 0:
+            return np.arange(n) / self.rate
+        if have == 0 or self.step <= 0:
+            raise DataError(f"no frame times to extend ({self.how})")
+        return np.concatenate([self.times, self.times[-1] + self.step * np.arange(1, n - have + 1)])
+
+
+@dataclass
+class GridNotes:
+    """What placing labels on frame grids found, reported once per load (never per video)."""
+
+    errors: list[str] = field(default_factory=list)  # the load stops with all of them
+    past_end: list[str] = field(default_factory=list)  # label lines past the video's frames
+    unknown_end: list[str] = field(default_factory=list)  # frame count not known
+    extended: list[str] = field(default_factory=list)  # labels past the last image
+
+    def report(self) -> None:
+        """Raise on errors; log each kind of note once, naming every video."""
+        if self.errors:
+            raise DataError(f"{len(self.errors)} video(s) cannot be placed on their frames: "
+                            + "; ".join(self.errors))
+        if self.past_end:
+            log.warning("annotation lines past the video's last frame are ignored (the video "
+                        "has no such frame): %s", ", ".join(self.past_end))
+        if self.extended:
+            log.warning("labels reach past the last image, and the video's frame count is "
+                        "unknown (extracted without --videos); those frames are placed at "
+                        "i / fps: %s", ", ".join(self.extended))
+        if self.unknown_end:
+            log.warning("frame count unknown (the reference feature was extracted without "
+                        "--videos): predictions stop at the last image/row of %s",
+                        ", ".join(self.unknown_end))
+
+
+def reference_clock(video: str, attrs: dict, timestamps: np.ndarray, fps: float = 0.0,
+                    name: str = "reference") -> FrameClock:
+    """The frame clock of ``video`` from its reference array (``attrs``, row ``timestamps``),
+    or ``k / fps`` when ``fps`` > 0 (``labels.fps``). Raises :class:`DataError` when the rows
+    cannot say when each frame is."""
+    rows = attrs.get("frame_rows")
+    count = attrs.get("source_frames")
+    legacy_fps = (attrs.get("source") or {}).get("image_fps")  # frame folders, older stores
+    if rows is None and legacy_fps:
+        rows, attrs = "images", {**attrs, "source_fps": legacy_fps}
+    t = np.asarray(timestamps, np.float64)
     if fps > 0:
-        return frames / fps
-    if ref_times is None or len(ref_times) == 0:
-        raise DataError(f"video {video!r}: no reference rows to time its label frames; "
-                        "set labels.fps")
-    last = len(ref_times) - 1
-    beyond = int(frames.max(initial=0)) - last
-    if beyond > tolerance:
-        raise DataError(f"video {video!r}: labels reach frame {int(frames.max())} but the "
-                        f"reference feature has {last + 1} rows (more than "
-                        f"labels.frame_tolerance={tolerance} apart); set labels.fps, or "
-                        "labels.time_reference to a feature with one row per frame")
-    step = float(np.median(np.diff(ref_times))) if last > 0 else 0.0
-    inside = np.minimum(frames, last)
-    return ref_times[inside] + np.maximum(frames - last, 0) * step
+        n = int(count) if count else (int(round(t[-1] * fps)) + 1 if len(t) else 0)
+        return FrameClock(np.arange(n) / fps, bool(count), f"labels.fps={fps:g}",
+                          open_end=not count, rate=fps)
+    if rows == "all":
+        if count is not None and len(t) != int(count):
+            raise DataError(f"video {video!r}: {name} has {len(t)} rows but records "
+                            f"{count} video frames; re-extract it")
+        return FrameClock(t, True, f"{name} rows (one per video frame)")
+    if rows == "images":
+        src = float(attrs.get("source_fps") or 0)
+        if src <= 0 or not len(t):
+            raise DataError(f"video {video!r}: {name} has no frame rate to time its images")
+        n = int(round(t[-1] * src)) + 1
+        return FrameClock(np.arange(n) / src, False, f"{name} images at {src:g} fps",
+                          open_end=True, rate=src)
+    if rows == "sampled":
+        raise DataError(f"video {video!r}: {name} was extracted from sampled frames, so its "
+                        "rows cannot time every frame; use a feature with one row per frame "
+                        "(labels.time_reference), or set labels.fps")
+    if len(t) > 2:
+        steps = np.diff(t)
+        med = float(np.median(steps))
+        if med <= 0 or np.max(np.abs(steps - med)) > 0.25 * med:
+            raise DataError(f"video {video!r}: the rows of {name} are not one per video "
+                            "frame (uneven steps: gaps or sampling) and carry no frame "
+                            "attributes; re-extract it with `extract run --videos`, or set "
+                            "labels.fps")
+    return FrameClock(t, False, f"{name} rows")
+
+
+@dataclass
+class FrameGrid:
+    """One video's frame grid and its labels placed by frame index."""
+
+    grid: Grid
+    frames: np.ndarray  # (N,) frame index of each step (0 … N-1)
+    y: np.ndarray | None = None  # (N, K) labels (0 where invalid)
+    ok: np.ndarray | None = None  # (N, K) validity
+
+
+def frame_grid(video: str, clock: FrameClock, frames: np.ndarray | None,
+               values: np.ndarray | None, valid: np.ndarray | None, tolerance: int,
+               notes: GridNotes) -> FrameGrid | None:
+    """One step per video frame; label rows (``frames``, ``values``, ``valid``) placed on
+    their frames. Returns None (with ``notes.errors`` filled) when they cannot be placed."""
+    n = len(clock.times)
+    if frames is None:  # prediction: every frame of the video
+        if not clock.known:
+            notes.unknown_end.append(video)
+        if n == 0:
+            notes.errors.append(f"{video} (no frames)")
+            return None
+        return FrameGrid(Grid.from_times(clock.times), np.arange(n))
+    frames = np.asarray(frames, np.int64)
+    if len(frames) and frames.min() < 0:
+        notes.errors.append(f"{video} (negative label frame {int(frames.min())})")
+        return None
+    last = int(frames.max()) + 1 if len(frames) else 0
+    keep = np.ones(len(frames), bool)
+    if last > n:
+        beyond = last - n
+        if clock.known and beyond <= tolerance:
+            notes.past_end.append(f"{video} ({beyond} of {last} lines)")
+            keep = frames < n
+        elif clock.known or (beyond > tolerance and not clock.open_end):
+            notes.errors.append(f"{video} ({last} label frames, {n} frames in {clock.how}; "
+                                f"more than labels.frame_tolerance={tolerance} apart)")
+            return None
+        else:  # frame count unknown: labels continue past the last image or row
+            if beyond > tolerance:
+                notes.extended.append(f"{video} (+{beyond})")
+            n = last
+    times = clock.extended(n) if n > len(clock.times) else clock.times[:n]
+    k = values.shape[1]
+    y = np.zeros((n, k), np.float32)
+    ok = np.zeros((n, k), bool)
+    y[frames[keep]] = values[keep]
+    ok[frames[keep]] = valid[keep]
+    return FrameGrid(Grid.from_times(times), np.arange(n), np.where(ok, y, 0), ok)
 
 
 def fixed_grid(start: float, end: float, spec: GridSpec) -> Grid:

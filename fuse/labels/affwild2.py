@@ -2,7 +2,12 @@
 
 Layout: ``<path>/Train_Set/<video>.txt`` and ``<path>/Validation_Set/<video>.txt`` (the split
 comes from the folder), or a flat folder of ``<video>.txt`` (splits from ``labels.partition``
-or made). Line i after the header is the video's frame i.
+or made). Line i after the header is the video's frame i (0-based), the frame whose aligned
+crop is ``cropped_aligned/<video>/<i + 1:05d>.jpg``; it is placed at that frame's time.
+
+Two-person videos are annotated as ``X_left`` / ``X_right``: features stored under the raw
+video ``X`` (its audio, or visual features of the whole frame) serve both, and the pair shares
+a split and a fold (``VideoLabels.group`` is ``X``).
 
 - VA: ``valence,arousal`` then ``v,a`` per frame; -5 marks an invalid frame.
 - EXPR: ``Neutral,Anger,Disgust,Fear,Happiness,Sadness,Surprise,Other`` then one class index
@@ -17,6 +22,7 @@ from typing import ClassVar
 
 import numpy as np
 
+from extract.media.clock import base_video
 from fuse.errors import LabelError
 from fuse.labels.base import LABEL_FORMATS, LabelAdapter, LabelSet, Predictions, VideoLabels
 from fuse.labels.base import normalise_split as _split_name
@@ -51,8 +57,14 @@ class AffWild2Adapter(LabelAdapter):
                 raise LabelError(f"video {vid!r} is annotated twice (second: {path})")
             values = self._read(path)
             videos[vid] = VideoLabels(vid, values, values != self.invalid,
-                                      frames=np.arange(len(values)), split=given.get(vid, split))
+                                      frames=np.arange(len(values)), split=given.get(vid, split),
+                                      group=base_video(vid))
         return LabelSet(self.name, "frame", self.kind, self.targets(), videos)
+
+    def aliases(self, video: str) -> list[str]:
+        """``X_left`` / ``X_right`` read features stored under the raw video ``X``."""
+        base = base_video(video)
+        return [base] if base != video else []
 
     def targets(self) -> list[str]:
         return list(self.header)
@@ -114,7 +126,7 @@ class AffWild2Expr(AffWild2Adapter):
             return write_csv(preds, path)
         ints = [v.astype(int) for v in preds.values]
         fixed = Predictions(preds.targets, preds.level, preds.kind, preds.videos, ints,
-                            preds.frames, preds.times)
+                            preds.frames, preds.times, preds.ids)
         return write_per_video(fixed, path, ",".join(self.header), self.fmt)
 
 

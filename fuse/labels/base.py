@@ -6,7 +6,7 @@ predictions back in that dataset's submission format.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, ClassVar
 
@@ -39,7 +39,8 @@ class VideoLabels:
     frames: np.ndarray | None = None  # (N,) frame index of each row (per-frame labels)
     times: np.ndarray | None = None  # (N,) seconds of each row, when the labels give times
     split: str | None = None  # train | val | test, when the label source says
-    group: str | None = None  # subject id (made splits group by it when asked)
+    group: str | None = None  # videos that must share a split and fold (subject, or the
+    #                           base video of an Aff-Wild2 left/right pair)
 
     @property
     def num_rows(self) -> int:
@@ -55,6 +56,8 @@ class LabelSet:
     kind: str  # regression | classification | multilabel
     targets: list[str]  # output names; classification: class names
     videos: dict[str, VideoLabels]
+    source_ids: dict[str, str] = field(default_factory=dict)  # video → id as the source
+    #                                 writes it, where it differs (Hume: "[00001]" for 00001)
 
 
 @dataclass
@@ -68,6 +71,7 @@ class Predictions:
     values: list[np.ndarray]  # per video: (N, K) or (1, K) values (class index for classification)
     frames: list[np.ndarray | None]  # per video (N,) frame indices (per-frame outputs)
     times: list[np.ndarray | None]  # per video (N,) seconds
+    ids: dict[str, str] = field(default_factory=dict)  # video → id written (default: itself)
 
 
 class LabelAdapter:
@@ -91,6 +95,11 @@ class LabelAdapter:
 
     def load(self, cfg: LabelConfig) -> LabelSet:
         raise NotImplementedError
+
+    def aliases(self, video: str) -> list[str]:
+        """Other stored ids a labelled video's features may be under (see
+        :mod:`fuse.data.videomap`); none by default."""
+        return []
 
     def write(self, preds: Predictions, path: Path) -> list[Path]:
         """Write ``preds``; ``path`` ending in .csv gives one CSV, else a folder in the native

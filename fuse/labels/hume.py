@@ -22,7 +22,7 @@ from fuse.labels.base import (
     VideoLabels,
     normalise_split,
 )
-from fuse.labels.partition import SPLIT_COLUMNS, clean_id, read_partition
+from fuse.labels.partition import SPLIT_COLUMNS, clean_id, partition_ids, read_partition
 from fuse.labels.writers import write_csv
 
 EMOTIONS = ["Adoration", "Amusement", "Anxiety", "Disgust", "Empathic-Pain", "Fear", "Surprise"]
@@ -45,9 +45,12 @@ class HumeReaction(LabelAdapter):
         split_col = next((c for c in SPLIT_COLUMNS if c in table.columns), None)
         group_col = cfg.group_by if cfg.group_by in table.columns else None
         videos: dict[str, VideoLabels] = {}
+        source_ids: dict[str, str] = {}
         values = table[EMOTIONS].to_numpy(np.float32)
         for i, raw in enumerate(table["File_ID"]):
             vid = clean_id(raw)
+            if str(raw).strip() != vid:
+                source_ids[vid] = str(raw).strip()
             if vid in videos:
                 raise LabelError(f"{cfg.path} line {i + 2}: File_ID {raw!r} appears twice")
             split = splits.get(vid)
@@ -60,8 +63,12 @@ class HumeReaction(LabelAdapter):
             if vid not in videos:
                 empty = np.full((1, len(EMOTIONS)), np.nan, np.float32)
                 videos[vid] = VideoLabels(vid, empty, np.zeros_like(empty, bool), split=split)
-        return LabelSet(self.name, "video", "regression", list(EMOTIONS), videos)
+        if cfg.partition:
+            source_ids |= partition_ids(cfg.partition)
+        return LabelSet(self.name, "video", "regression", list(EMOTIONS), videos, source_ids)
 
     def write(self, preds: Predictions, path: Path) -> list[Path]:
+        """The ERI submission: ``File_ID,Adoration,…,Surprise``, one row per video, ids
+        written as the label source writes them (``[00001]`` stays bracketed)."""
         target = path if path.suffix == ".csv" else path / "predictions.csv"
         return write_csv(preds, target, id_column="File_ID")

@@ -39,3 +39,14 @@ def read_partition(path: str | Path) -> dict[str, str]:
                              "(use train / val (devel, validation) / test)")
         out[clean_id(vid)] = name
     return out
+
+
+def partition_ids(path: str | Path) -> dict[str, str]:
+    """``{clean id: id as written}`` for the ids of a partition CSV that differ when cleaned."""
+    import pandas as pd
+
+    table = pd.read_csv(path, dtype=str)
+    id_col = next((c for c in ID_COLUMNS if c in table.columns), None)
+    if id_col is None:
+        return {}
+    return {clean_id(v): str(v).strip() for v in table[id_col] if clean_id(v) != str(v).strip()}

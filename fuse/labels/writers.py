@@ -16,7 +16,7 @@ def write_csv(preds: Predictions, path: Path, id_column: str = "video") -> list[
     frames = []
     for vid, values, fr, t in zip(preds.videos, preds.values, preds.frames, preds.times,
                                   strict=True):
-        cols: dict[str, object] = {id_column: [vid] * len(values)}
+        cols: dict[str, object] = {id_column: [preds.ids.get(vid, vid)] * len(values)}
         if preds.level == "frame":
             if fr is not None:
                 cols["frame"] = fr

@@ -39,6 +39,7 @@ class RawOutputs:
     y: np.ndarray  # (R, K) float32 labels (0 where invalid)
     valid: np.ndarray  # (R, K) bool label validity; all False when the split is unlabelled
     decision: dict = field(default_factory=dict)  # decision parameters (au: thresholds)
+    ids: dict = field(default_factory=dict)  # video → id as the label source writes it
 
     @property
     def labelled(self) -> bool:
@@ -61,14 +62,15 @@ class RawOutputs:
         return Predictions(list(self.targets), self.level, self.kind, list(self.videos),
                            self.per_video(decided),
                            self.per_video(self.frames) if frame else [None] * len(self.videos),
-                           self.per_video(self.times) if frame else [None] * len(self.videos))
+                           self.per_video(self.times) if frame else [None] * len(self.videos),
+                           dict(self.ids))
 
     def with_outputs(self, outputs: np.ndarray, decision: dict | None = None) -> RawOutputs:
         """The same rows and labels with other outputs (an ensemble's)."""
         return RawOutputs(self.task, self.label_format, self.level, self.kind,
                           list(self.targets), self.split, list(self.videos), self.offsets,
                           self.frames, self.times, outputs.astype(np.float32), self.y,
-                          self.valid, dict(decision or {}))
+                          self.valid, dict(decision or {}), dict(self.ids))
 
     def save(self, path: Path) -> Path:
         path.parent.mkdir(parents=True, exist_ok=True)
@@ -81,7 +83,8 @@ class RawOutputs:
                 offsets=self.offsets.astype(np.int64), frames=self.frames.astype(np.int64),
                 times=self.times.astype(np.float64), outputs=self.outputs.astype(np.float32),
                 y=self.y.astype(np.float32), valid=self.valid.astype(bool),
-                decision=np.array(json.dumps(self.decision)))
+                decision=np.array(json.dumps(self.decision)),
+                ids=np.array(json.dumps(self.ids)))
         return path
 
     @classmethod
@@ -95,14 +98,15 @@ class RawOutputs:
             return cls(str(z["task"]), str(z["label_format"]), str(z["level"]), str(z["kind"]),
                        z["targets"].tolist(), str(z["split"]), z["videos"].tolist(),
                        z["offsets"], z["frames"], z["times"], z["outputs"], z["y"], z["valid"],
-                       json.loads(str(z["decision"])))
+                       json.loads(str(z["decision"])),
+                       json.loads(str(z["ids"])) if "ids" in z.files else {})
 
     @classmethod
     def build(cls, *, task: str, label_format: str, kind: str, targets: list[str], split: str,
               level: str, videos: list[str], outputs: list[np.ndarray],
               frames: list[np.ndarray | None], times: list[np.ndarray | None],
               labels: list[tuple[np.ndarray, np.ndarray]] | None,
-              decision: dict | None = None) -> RawOutputs:
+              decision: dict | None = None, ids: dict | None = None) -> RawOutputs:
         """From per-video blocks: outputs (N_v, P), frames / times (N_v,) or None, labels
         ``(y, valid)`` (N_v, K) or None for an unlabelled split."""
         lengths = np.array([len(o) for o in outputs], dtype=np.int64)
@@ -124,7 +128,8 @@ class RawOutputs:
             y, valid = np.zeros((total, k), np.float32), np.zeros((total, k), bool)
         return cls(task, label_format, level, kind, list(targets), split, list(videos),
                    offsets, rows(frames, -1, np.int64), rows(times, np.nan, np.float64),
-                   cat.astype(np.float32), y, valid, dict(decision or {}))
+                   cat.astype(np.float32), y, valid, dict(decision or {}),
+                   {v: i for v, i in (ids or {}).items() if v in videos})
 
 
 def outputs_path(run_root: Path, split: str) -> Path:

@@ -28,13 +28,14 @@ def split_scores(task: Task, data: FusedData, videos: np.ndarray, preds: list[np
 
 def final_predictions(task: Task, data: FusedData, videos: np.ndarray,
                       preds: list[np.ndarray], post: PostProcess, targets: list[str],
-                      kind: str) -> Predictions:
-    """Post-processed, decided values (class index, 0/1 AU, clipped values) per video."""
+                      kind: str, ids: dict[str, str] | None = None) -> Predictions:
+    """Post-processed, decided values (class index, 0/1 AU, clipped values) per video; per
+    frame, one row per step of the video's frame grid (every frame of the source video)."""
     values = [task.decide(post.apply(p), post.decision) for p in preds]
     per_frame = data.level == "frame"
     return Predictions(list(targets), data.level, kind, [data.videos[v] for v in videos], values,
                        [data.frames[v] for v in videos],
-                       [data.times[v] if per_frame else None for v in videos])
+                       [data.times[v] if per_frame else None for v in videos], dict(ids or {}))
 
 
 def write_split(adapter: LabelAdapter, preds: Predictions, folder: Path,

@@ -40,6 +40,14 @@ class RunDir:
         return self.root / "post.json"  # smoothing windows, clip, thresholds chosen on val
 
     @property
+    def features(self) -> Path:
+        return self.root / "features.json"  # each input feature's fingerprint, dim, config
+
+    @property
+    def video_ids(self) -> Path:
+        return self.root / "video_ids.json"  # ids as the label source writes them (Hume)
+
+    @property
     def predictions(self) -> Path:
         return self.root / "predictions"
 
