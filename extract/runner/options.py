@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import re
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
@@ -11,6 +12,7 @@ from extract.errors import ConfigError
 from extract.media.sampling import Sampling
 
 PLUGINS_ENV = "EXTRACT_PLUGINS"
+RUN_ID = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.\-]{0,99}")
 
 
 @dataclass
@@ -36,6 +38,7 @@ class RunOptions:
     claims: bool = True  # claim (feature, video) pairs so several runs can share a local store
     backend: str = "local"  # local (processes here) | ray (video shards as Ray tasks)
     ray_address: str | None = None  # Ray cluster address (default: $RAY_ADDRESS, else local)
+    strict: bool = False  # a feature that does not apply (no video / audio stream) is a failure
 
     def __post_init__(self) -> None:
         self.input = Path(self.input)
@@ -70,6 +73,9 @@ class RunOptions:
                 problems.append(f"--{name} must be an integer >= {low}, got {value!r}")
         if self.limit is not None and (not isinstance(self.limit, int) or self.limit < 1):
             problems.append(f"--limit must be a positive integer, got {self.limit!r}")
+        if self.run_id is not None and not RUN_ID.fullmatch(str(self.run_id)):
+            problems.append(f"--run-id {self.run_id!r}: use 1-100 letters, digits, '_', '.', "
+                            "'-' (it names a folder), starting with a letter or digit")
         if self.backend not in ("local", "ray"):
             problems.append(f"--backend must be 'local' or 'ray', got {self.backend!r}")
         if not self.image_fps > 0:

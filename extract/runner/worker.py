@@ -43,6 +43,7 @@ class WorkerConfig:
     in_process: bool = False  # running as a thread of the parent
     prefetch: int = 3  # decoded events (frame batches) buffered ahead of compute
     claims: bool = True  # claim each (feature, video) in the store before computing it
+    preloaded: dict[str, Any] | None = None  # in-process only: extractors the parent loaded
 
 
 def build_context(cfg: WorkerConfig) -> WorkerContext:
@@ -59,6 +60,9 @@ def build_context(cfg: WorkerConfig) -> WorkerContext:
         torch.set_num_threads(cfg.torch_threads)
     extractors = {}
     for spec in cfg.specs:
+        if cfg.in_process and cfg.preloaded and spec.name in cfg.preloaded:
+            extractors[spec.name] = cfg.preloaded[spec.name]  # loaded by the run's checks
+            continue
         extractor = create(spec, cfg.device)
         extractor.load()
         extractors[spec.name] = extractor
