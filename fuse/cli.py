@@ -292,20 +292,21 @@ def _guard(call):
     except ExtractError as exc:  # FuseError, and the store's errors
         if _DEBUG["on"]:
             raise
-        _console().print(f"[red]error:[/red] {escape(str(exc))}")
+        _console().print(f"[red]error:[/red] {escape(str(exc))}", soft_wrap=True)
         raise typer.Exit(1) from None
     except OSError as exc:
         if _DEBUG["on"]:
             raise
         where = f": {exc.filename}" if exc.filename else ""
-        _console().print(f"[red]error:[/red] {escape((exc.strerror or str(exc)) + where)}")
+        _console().print(f"[red]error:[/red] {escape((exc.strerror or str(exc)) + where)}",
+                         soft_wrap=True)
         raise typer.Exit(1) from None
     except Exception as exc:
         if _DEBUG["on"]:
             raise
         first = next((ln.strip() for ln in str(exc).splitlines() if ln.strip()), "")
         _console().print(f"[red]error:[/red] {escape(type(exc).__name__)}: {escape(first)} "
-                         "(run with --debug for the traceback)")
+                         "(run with --debug for the traceback)", soft_wrap=True)
         raise typer.Exit(1) from None
 
 
