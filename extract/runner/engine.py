@@ -8,9 +8,11 @@ was (not even created when it did not exist).
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import os
 import platform
+import sys
 import time
 from dataclasses import asdict
 from typing import Any
@@ -128,10 +130,21 @@ def existing_store(path: str) -> FeatureStore | None:
 
 def quiet_downloads() -> None:
     """No Hugging Face download / loading progress bars in the run's output (this process and
-    the workers it starts): the run has its own progress bar."""
+    the workers it starts): the run has its own progress bar. The environment reaches the
+    workers and later imports; libraries this process imported already are told directly."""
     os.environ.setdefault("HF_HUB_DISABLE_PROGRESS_BARS", "1")
     os.environ.setdefault("TRANSFORMERS_NO_ADVISORY_WARNINGS", "1")
     os.environ.setdefault("TRANSFORMERS_VERBOSITY", "error")
+    if "transformers" in sys.modules:
+        with contextlib.suppress(Exception):  # an old version without the switch: bars stay
+            from transformers.utils import logging as hf_logging
+
+            hf_logging.disable_progress_bar()
+    if "huggingface_hub" in sys.modules:
+        with contextlib.suppress(Exception):
+            from huggingface_hub.utils import disable_progress_bars
+
+            disable_progress_bars()
 
 
 def run(options: RunOptions) -> RunSummary:

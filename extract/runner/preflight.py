@@ -69,6 +69,21 @@ def one_line(exc: BaseException) -> str:
     return load_error_reason(exc)
 
 
+def load_problem(feature: RunFeature, exc: BaseException) -> str:
+    """Why a feature's model did not load, naming its weights. The package's own errors say
+    what is wrong with a checkpoint that was read; any other error while loading means the
+    file could not be read as a checkpoint at all."""
+    from extract.errors import ExtractError
+
+    weights = feature.availability if feature.availability not in ("", "-", "none needed") \
+        else ""
+    if weights and not isinstance(exc, ExtractError):
+        return (f"feature {feature.name!r}: its weights {weights} are not a loadable checkpoint "
+                f"({one_line(exc)})")
+    where = f" ({weights})" if weights else ""
+    return f"feature {feature.name!r} cannot load its model{where}: {one_line(exc)}"
+
+
 def preflight(features: list[RunFeature], keep: bool = False) -> dict[str, Any]:
     """Build, load and probe every feature's extractor on the CPU; raise one
     :class:`ConfigError` naming each feature that cannot run. Returns the loaded extractors
@@ -87,10 +102,7 @@ def preflight(features: list[RunFeature], keep: bool = False) -> dict[str, Any]:
         try:
             extractor.load()
         except Exception as exc:
-            weights = f" ({feature.availability})" if feature.availability not in (
-                "", "-", "none needed") else ""
-            problems.append(f"feature {feature.name!r} cannot load its model{weights}: "
-                            f"{one_line(exc)}")
+            problems.append(load_problem(feature, exc))
             continue
         try:
             probe(extractor, feature)
