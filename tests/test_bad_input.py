@@ -87,6 +87,12 @@ def stored(tmp_path: Path, catalog: Path) -> tuple[Path, dict]:
     return store, before
 
 
+def run_dir(store: Path, out: str) -> Path:
+    """The records folder of the run whose summary ``out`` printed (its title: ``run <id>``)."""
+    run_id = next(ln.split()[1] for ln in out.splitlines() if ln.startswith("run "))
+    return FeatureStore(store).run_dir(run_id)
+
+
 def one_error_line(out: str) -> str:
     """The output's only line, which must be an error line (no traceback)."""
     lines = [ln for ln in out.splitlines() if ln.strip()]
@@ -130,7 +136,7 @@ def test_a_stray_image_hides_no_video(tmp_path: Path, catalog: Path) -> None:
     assert FeatureStore(store).complete_set("meancolor") == {"clip0", "clip1", "clip2",
                                                               "sub/clip3"}
     assert "not inputs: 4 entries ignored" in out and "poster1.jpg" in out
-    run_yaml = next(Path(FeatureStore(store).run_dir("x").parent).glob("*/run.yaml"))
+    run_yaml = run_dir(store, out) / "run.yaml"
     ignored = yaml.safe_load(run_yaml.read_text())["inputs"]["ignored_entries"]
     assert {e["path"] for e in ignored} == {"cover.jpg", "notes.txt", "poster1.jpg",
                                             "sub/thumb1.jpg"}
@@ -211,9 +217,7 @@ def test_missing_streams_are_not_applicable_not_failed(tmp_path: Path, catalog: 
     assert s.complete_set("meancolor") == {"kept", "talk", "silent"}
     assert s.complete_set("centred") == {"talk"}  # windows centred on video frames
     assert all(snapshot(store)[k] == v for k, v in before.items())
-    run_dir = Path(s.run_dir("x").parent)
-    summary = json.loads(max(run_dir.glob("*/summary.json"),
-                             key=lambda p: p.stat().st_mtime).read_text())
+    summary = json.loads((run_dir(store, out) / "summary.json").read_text())
     assert summary["failed"] == 0 and summary["not_applicable"] == 3
     assert {n: st["not_applicable"] for n, st in summary["features"].items()} == {
         "fbank": 1, "meancolor": 2, "centred": 3}
