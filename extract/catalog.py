@@ -61,7 +61,7 @@ def load_catalog(path: str | Path | None = None) -> dict[str, FeatureSpec]:
     if not path.is_file():
         raise ConfigError(f"feature catalog {path} not found (set ${CATALOG_ENV} or pass "
                           "--catalog)")
-    raw = yaml.safe_load(path.read_text()) or {}
+    raw = read_yaml(path) or {}
     entries = raw.get("features") if isinstance(raw, dict) else None
     if not isinstance(entries, dict):
         raise ConfigError(f"{path}: expected a top-level 'features:' mapping")
@@ -74,6 +74,32 @@ def load_catalog(path: str | Path | None = None) -> dict[str, FeatureSpec]:
     if problems:
         raise ConfigError(f"{path} has {len(problems)} problem(s):\n  - " + "\n  - ".join(problems))
     return specs
+
+
+def yaml_problem(path: str | Path, exc: Exception) -> str:
+    """One line for a YAML file that does not parse: ``FILE:LINE:COLUMN: what is wrong``."""
+    mark = getattr(exc, "problem_mark", None) or getattr(exc, "context_mark", None)
+    where = f"{path}:{mark.line + 1}:{mark.column + 1}" if mark is not None else str(path)
+    problem = getattr(exc, "problem", None) or str(exc).splitlines()[0]
+    context = getattr(exc, "context", None)
+    text = f"{context}, {problem}" if context else problem
+    return f"{where}: invalid YAML: {' '.join(str(text).split())}"
+
+
+def read_yaml(path: str | Path) -> Any:
+    """A YAML file's content (safe loader); a file that does not parse or is not text raises
+    :class:`ConfigError` naming the file, line and column."""
+    path = Path(path)
+    try:
+        text = path.read_text(encoding="utf-8")
+    except UnicodeDecodeError as exc:
+        raise ConfigError(f"{path}: not a UTF-8 text file (byte {exc.start})") from None
+    except OSError as exc:
+        raise ConfigError(f"{path}: cannot be read ({exc.strerror or exc})") from None
+    try:
+        return yaml.safe_load(text)
+    except yaml.YAMLError as exc:
+        raise ConfigError(yaml_problem(path, exc)) from None
 
 
 def parse_spec(name: str, entry: Any) -> FeatureSpec:

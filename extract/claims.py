@@ -15,12 +15,16 @@ Files, under ``<store>/_claims/`` (a zarr group, so zarr ignores what is inside)
 
 Protocol:
 
-- **Claim**: ``open(O_CREAT | O_EXCL)`` of ``<name>.claim``; the winner writes its record.
+- **Claim**: the record is written to a temp file first, which is then hard-linked to
+  ``<name>.claim`` (``link`` fails when the name exists, so one creator wins): a claim file
+  always holds its record, even when the disk fills up mid-write (a failed write leaves no
+  claim at all). Where hard links are not supported, ``open(O_CREAT | O_EXCL)`` + write.
 - **Lease**: the record holds ``expires`` (now + ttl); a heartbeat thread rewrites it every
   ttl/3 through the open file descriptor, so a renewal never touches another holder's file.
 - **Stale**: expired; or held on this host (hostname and pid namespace) by a pid that no
-  longer exists (or was reused: its start time differs). A record not yet written counts
-  from the file's mtime.
+  longer exists (or was reused: its start time differs). An empty file (left by an older
+  version or a creator without hard links that died before writing) is stale a few seconds
+  after its mtime; a record being rewritten (unparsable) counts from the mtime plus the ttl.
 - **Takeover / release** (race-free): the claim's binding to its name only changes under the
   retire marker of its token, created with O_EXCL, so one taker wins. The taker re-reads the
   claim under the marker (still this token, still stale), then ``os.replace``-s its own new
@@ -56,6 +60,7 @@ by live runs; a re-run takes over those whose holder has died since.
 from __future__ import annotations
 
 import dataclasses
+import errno
 import hashlib
 import json
 import logging
@@ -78,6 +83,7 @@ CLAIMS_GROUP = "_claims"
 SUFFIX = ".claim"
 DEFAULT_TTL = 60.0
 _MAX_NAME = 180
+EMPTY_GRACE_S = 5.0  # an empty claim file older than this is stale (its creator never wrote)
 _MAX_ROUNDS = 16
 _HAS_PROC = Path("/proc/self/stat").is_file()
 
@@ -412,7 +418,9 @@ class ClaimBook:
                            now, now + self.ttl, self.ttl)
 
     def _stale(self, rec: ClaimRecord | None, st: os.stat_result, now: float) -> bool:
-        if rec is None:  # not written yet (or mid-rewrite): counts from the file's mtime
+        if rec is None and st.st_size == 0:  # never written: its creator failed or died
+            return st.st_mtime + min(EMPTY_GRACE_S, self.ttl) < now
+        if rec is None:  # mid-rewrite: counts from the file's mtime
             return st.st_mtime + self.ttl < now
         if rec.expires < now:
             return True
@@ -437,17 +445,54 @@ class ClaimBook:
         return None
 
     def _create(self, key: str, path: Path) -> _Hold | None:
+        rec = self._record(key, uuid.uuid4().hex)
+        size = len(rec.to_bytes()) + 128  # room for longer numbers on renewal
+        fd = self._create_file(path, rec.to_bytes(size))
+        if fd is None:
+            return None
+        return _Hold(key, path, fd, os.fstat(fd).st_ino, rec, size)
+
+    def _create_file(self, path: Path, data: bytes) -> int | None:
+        """Create ``path`` holding ``data`` (an open read-write descriptor), or None when it
+        exists. The data goes to a temp file that is then hard-linked to ``path``, so the
+        name never shows an empty or partial file; a write that fails (disk full) leaves
+        nothing behind."""
+        tmp = self.dir / f".tmp-{uuid.uuid4().hex}"
+        fd = os.open(tmp, os.O_CREAT | os.O_EXCL | os.O_RDWR, 0o644)
+        try:
+            _write_all(fd, data)
+            os.link(tmp, path)
+        except FileExistsError:
+            os.close(fd)
+            return None
+        except OSError as exc:
+            os.close(fd)
+            if exc.errno not in _NO_LINK:
+                raise
+            return self._create_file_excl(path, data)  # a file system without hard links
+        finally:
+            tmp.unlink(missing_ok=True)
+        return fd
+
+    @staticmethod
+    def _create_file_excl(path: Path, data: bytes) -> int | None:
         try:
             fd = os.open(path, os.O_CREAT | os.O_EXCL | os.O_RDWR, 0o644)
         except FileExistsError:
             return None
-        return self._fill(key, path, fd)
+        try:
+            _write_all(fd, data)
+        except OSError:
+            os.close(fd)
+            path.unlink(missing_ok=True)  # an empty claim would block the key for a while
+            raise
+        return fd
 
     def _fill(self, key: str, path: Path, fd: int) -> _Hold:
         rec = self._record(key, uuid.uuid4().hex)
         size = len(rec.to_bytes()) + 128  # room for longer numbers on renewal
         try:
-            os.pwrite(fd, rec.to_bytes(size), 0)
+            _write_all(fd, rec.to_bytes(size))
         except OSError:
             os.close(fd)
             raise
@@ -468,7 +513,12 @@ class ClaimBook:
                 keep_others = True  # renewed meanwhile: leave it
                 return None
             tmp = self.dir / f".tmp-{uuid.uuid4().hex}"
-            hold = self._fill(key, path, os.open(tmp, os.O_CREAT | os.O_EXCL | os.O_RDWR, 0o644))
+            try:
+                hold = self._fill(key, path, os.open(tmp, os.O_CREAT | os.O_EXCL | os.O_RDWR,
+                                                     0o644))
+            except OSError:
+                tmp.unlink(missing_ok=True)
+                raise
             try:
                 os.replace(tmp, path)
             except OSError:
@@ -486,9 +536,8 @@ class ClaimBook:
         while rnd < _MAX_ROUNDS and tries < 4 * _MAX_ROUNDS:
             tries += 1
             marker = path.with_name(f"{path.name}.retire-{ident}.{rnd}")
-            try:
-                fd = os.open(marker, os.O_CREAT | os.O_EXCL | os.O_WRONLY, 0o644)
-            except FileExistsError:
+            fd = self._create_file(marker, self._record(f"retire {ident}", ident).to_bytes())
+            if fd is None:
                 mrec, mst = _read(marker)
                 if mst is None:
                     continue  # gone meanwhile: try this round again
@@ -496,10 +545,7 @@ class ClaimBook:
                     return None
                 rnd += 1
                 continue
-            try:
-                os.write(fd, self._record(f"retire {ident}", ident).to_bytes())
-            finally:
-                os.close(fd)
+            os.close(fd)
             return marker
         return None
 
@@ -583,6 +629,17 @@ class ClaimBook:
                     claim.renew()
                 except OSError as exc:
                     log.warning("cannot renew claim on %s: %s", ", ".join(claim.keys), exc)
+
+
+_NO_LINK = frozenset({errno.EPERM, errno.ENOTSUP, errno.EOPNOTSUPP, errno.EXDEV, errno.EMLINK,
+                      errno.ENOSYS})
+
+
+def _write_all(fd: int, data: bytes) -> None:
+    """Write ``data`` at offset 0 of ``fd`` (a short write raises, as a full disk does)."""
+    written = os.pwrite(fd, data, 0)
+    if written != len(data):
+        raise OSError(errno.ENOSPC, f"short write ({written} of {len(data)} bytes)")
 
 
 def _key_of(path: Path) -> str:

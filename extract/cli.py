@@ -7,6 +7,7 @@ answers at once.
 from __future__ import annotations
 
 import contextlib
+import errno
 import json
 import logging
 import sys
@@ -35,16 +36,62 @@ CatalogOpt = Annotated[Path | None, typer.Option("--catalog", help="Feature cata
                                                  "or the one beside the package).")]
 
 
+_DEBUG = {"on": False}  # --debug: tracebacks instead of one-line errors
+
+#: What to do about an OS error, by errno.
+_OS_HINTS = {
+    errno.ENOSPC: "free some space and re-run (finished videos are kept)",
+    errno.EDQUOT: "the disk quota is used up; free some space and re-run",
+    errno.EROFS: "pass a --store on a writable file system",
+    errno.EACCES: "check the permissions (or pass a --store you can write to)",
+    errno.EPERM: "check the permissions (or pass a --store you can write to)",
+    errno.ENAMETOOLONG: "a file name is too long for this file system",
+}
+
+
+def os_error_line(exc: OSError) -> str:
+    """One line for an OS error: what failed, on which file, and what to do."""
+    what = exc.strerror or str(exc)
+    where = f": {exc.filename}" if exc.filename else ""
+    hint = _OS_HINTS.get(exc.errno or 0)
+    return f"{what}{where}" + (f"; {hint}" if hint else "")
+
+
 @contextlib.contextmanager
 def _errors() -> Iterator[None]:
-    """Turn the package's own errors into one red line and exit code 2."""
+    """One red line instead of a traceback (``--debug`` shows the traceback): the package's own
+    errors exit 2, OS errors (disk full, permissions) and anything unexpected exit 1."""
     from extract.errors import ExtractError
 
     try:
         yield
+    except (typer.Exit, typer.Abort, KeyboardInterrupt):
+        raise
     except ExtractError as exc:
-        _err().print(f"[red]error:[/red] {exc}", highlight=False, soft_wrap=True)
+        if _DEBUG["on"]:
+            raise
+        _err().print(f"[red]error:[/red] {escape(str(exc))}", highlight=False, soft_wrap=True)
         raise typer.Exit(2) from None
+    except OSError as exc:
+        if _DEBUG["on"]:
+            raise
+        _err().print(f"[red]error:[/red] {escape(os_error_line(exc))}", highlight=False,
+                     soft_wrap=True)
+        raise typer.Exit(1) from None
+    except Exception as exc:
+        if _DEBUG["on"]:
+            raise
+        first = next((ln.strip() for ln in str(exc).splitlines() if ln.strip()), "")
+        _err().print(f"[red]error:[/red] {escape(type(exc).__name__)}: {escape(first)} (run "
+                     "with --debug for the traceback)", highlight=False, soft_wrap=True)
+        raise typer.Exit(1) from None
+
+
+def escape(text: str) -> str:
+    """Text shown as is by rich (square brackets are markup otherwise)."""
+    from rich.markup import escape as rich_escape
+
+    return rich_escape(text)
 
 
 def _out() -> Any:
@@ -71,10 +118,13 @@ def _table(title: str, columns: list[str]) -> Any:
 
 @app.callback()
 def _main(verbose: Annotated[int, typer.Option("--verbose", "-v", count=True,
-                                               help="More log output (-v info, -vv debug).")] = 0
+                                               help="More log output (-v info, -vv debug).")] = 0,
+          debug: Annotated[bool, typer.Option("--debug", help="Show the full traceback of an "
+                                              "error instead of one line.")] = False,
           ) -> None:
+    _DEBUG["on"] = debug
     level = (logging.WARNING, logging.INFO, logging.DEBUG)[min(verbose, 2)]
-    logging.basicConfig(level=level, format="%(levelname)s %(name)s: %(message)s")
+    logging.basicConfig(level=level, format="%(levelname)s %(name)s: %(message)s", force=True)
 
 
 # ----------------------------------------------------------------------- list
@@ -161,11 +211,19 @@ def run_cmd(
     ray_address: Annotated[str | None, typer.Option("--ray-address", help="Ray cluster "
                                                     "address (default: $RAY_ADDRESS, else a "
                                                     "local instance).")] = None,
+    strict: Annotated[bool, typer.Option("--strict", help="Count a feature that does not "
+                                         "apply to an input (visual on a file without video, "
+                                         "audio on one without sound) as failed.")] = False,
 ) -> None:
     """Extract features for every input not yet complete in the store; resumable.
 
-    Finished videos are skipped on a re-run; a broken input is recorded in the run's
-    failures.jsonl and the run goes on; the exit code is non-zero when anything failed.
+    Inputs: video and audio files, and frame folders (at least 2 numbered images such as
+    00001.jpg); other files are ignored and listed. Every feature is checked (options,
+    weights loaded, one test input) before the store changes: a bad value exits 2 with one
+    message. Finished videos are skipped on a re-run; a broken input is recorded in the run's
+    failures.jsonl and the run goes on; a feature that does not apply (no video / no audio
+    stream) is "not applicable", not failed. A full disk stops the run with its summary. Exit
+    code: 0 when everything applicable is done, 1 when something failed, 2 for bad options.
 
     Example: extract run --feature egemaps,fbank --input data/demo --store demo.zarr --workers 2
     """
@@ -187,30 +245,47 @@ def run_cmd(
             fps_table=fps_table, weights=parse_weights(weights or []),
             sets=parse_sets(set_ or []), catalog=catalog, detector=detector,
             plugins=split_names(plugin or []), run_id=run_id, progress=progress,
-            claims=claims, backend=backend, ray_address=ray_address)
+            claims=claims, backend=backend, ray_address=ray_address, strict=strict)
         try:
             summary = run(options)
         except KeyboardInterrupt:
             _err().print("[yellow]interrupted[/yellow]: finished videos are kept; re-run to go on")
             raise typer.Exit(130) from None
-    print_summary(summary)
+        print_summary(summary)
     raise typer.Exit(summary.exit_code)
 
 
 def print_summary(summary: Any) -> None:
     """The end-of-run table: videos, frames, time, speed, per feature, and failures."""
     s = summary
-    table = _table(f"run {s.run_id}", ["", "done", "skipped", "failed", "rows", "seconds",
-                                       "rows/s"])
+    table = _table(f"run {s.run_id}", ["", "done", "skipped", "failed", "not applicable",
+                                       "rows", "seconds", "rows/s"])
     table.add_row("[bold]videos[/bold]", str(s.done), str(s.skipped), str(s.failed),
-                  f"{s.frames} frames", f"{s.seconds:.1f}", f"{s.frames_per_s:.1f} frames/s")
+                  str(s.not_applicable), f"{s.frames} frames", f"{s.seconds:.1f}",
+                  f"{s.frames_per_s:.1f} frames/s")
     for name, st in s.features.items():
-        table.add_row(name, str(st.done), str(st.skipped), str(st.failed), str(st.rows),
-                      f"{st.seconds:.1f}", f"{st.rows_per_s:.0f}")
+        table.add_row(name, str(st.done), str(st.skipped), str(st.failed),
+                      str(st.not_applicable), str(st.rows), f"{st.seconds:.1f}",
+                      f"{st.rows_per_s:.0f}")
     console = _out()
     console.print(table)
     if s.faces:
         print_faces(s.faces)
+    if s.ignored_count:
+        console.print(f"[yellow]not inputs[/yellow]: {escape(s.ignored_text)} (the list: "
+                      f"{escape(s.run_dir)}/run.yaml)", highlight=False)
+    if s.not_applicable:
+        console.print(f"{s.not_applicable} input(s) lack the stream some features need (no "
+                      "video or no audio): not applicable, not failed (details: "
+                      f"{escape(s.run_dir)}/not_applicable.jsonl; --strict counts them as "
+                      "failed)", highlight=False)
+    if s.stopped:
+        console.print(f"[red]stopped early[/red]: {escape(s.stopped)}; {s.not_started} "
+                      "input(s) not started. Free some space and re-run: finished videos are "
+                      "kept.", highlight=False)
+    if s.records_error:
+        console.print(f"[red]run records incomplete[/red]: {escape(s.records_error)}; this "
+                      "summary is the only full record of the run", highlight=False)
     if s.deferred:
         console.print(f"{s.deferred} input(s) left for a later run (--limit)")
     if s.busy:

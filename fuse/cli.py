@@ -38,13 +38,20 @@ Overrides = Annotated[list[str] | None, typer.Argument(
     show_default=False)]
 
 
+_DEBUG = {"on": False}  # --debug: tracebacks instead of one-line errors
+
+
 @app.callback()
 def main_options(verbose: Annotated[bool, typer.Option("--verbose", "-v")] = False,
-                 quiet: Annotated[bool, typer.Option("--quiet", "-q")] = False) -> None:
+                 quiet: Annotated[bool, typer.Option("--quiet", "-q")] = False,
+                 debug: Annotated[bool, typer.Option(
+                     "--debug", help="show the full traceback of an error instead of one line")
+                 ] = False) -> None:
     """Fusion trainer: features from a store → temporal model → predictions."""
     from rich.console import Console
     from rich.logging import RichHandler
 
+    _DEBUG["on"] = debug
     level = logging.DEBUG if verbose else logging.WARNING if quiet else logging.INFO
     logging.basicConfig(level=level, format="%(message)s", force=True,
                         handlers=[RichHandler(console=Console(stderr=True), show_path=False)])
@@ -238,13 +245,13 @@ def grid(grid_file: Annotated[Path | None, typer.Option("--grid", help="grid YAM
     Example: fuse grid --config va_lstm --store f.zarr --labels l.csv --label-format csv
     --visual-sets 'fer;fer,densenet' --audio-sets ';egemaps' --seeds 0,1 --workers 2
     """
-    import yaml
-
-    from fuse.config import deep_merge
+    from fuse.config import deep_merge, read_yaml_file
     from fuse.experiments.grid import load_grid
     from fuse.experiments.runner import print_ranking, run_grid
 
-    raw: dict[str, Any] = yaml.safe_load(grid_file.read_text()) if grid_file else {}
+    raw: Any = _guard(lambda: read_yaml_file(grid_file)) if grid_file else {}
+    if not isinstance(raw, dict):
+        _fail([f"grid file {grid_file} must hold a mapping, not {type(raw).__name__}"])
     base = _layers(config, store, labels, label_format, partition, task, None, None, None,
                    None, False, overrides)
     raw["overrides"] = deep_merge(raw.get("overrides") or {}, base)
@@ -264,8 +271,8 @@ def grid(grid_file: Annotated[Path | None, typer.Option("--grid", help="grid YAM
     from fuse.validate import report_grid_drops
 
     report_grid_drops(spec)  # each cell's --drop-missing videos named here, once
-    outcome = run_grid(spec, out, workers=workers, gpus=gpus, backend=backend,
-                       ray_address=ray_address)
+    outcome = _guard(lambda: run_grid(spec, out, workers=workers, gpus=gpus, backend=backend,
+                                      ray_address=ray_address))
     print_ranking(outcome, _console())
     if not outcome.ok:
         raise typer.Exit(1)
@@ -314,22 +321,44 @@ def _split(text: str | None) -> list[str] | None:
 
 
 def _guard(call):
-    """Run a library call; known errors become a message and a non-zero exit."""
-    from fuse.errors import ConfigError, FeatureMismatchError, FuseError
+    """Run a library call; errors become one message and a non-zero exit (``--debug``: the
+    traceback): config problems and a feature that differs from the run's exit 2, the rest 1."""
+    from rich.markup import escape
+
+    from extract.errors import ExtractError
+    from fuse.errors import ConfigError, FeatureMismatchError
 
     try:
         return call()
+    except (typer.Exit, typer.Abort, KeyboardInterrupt):
+        raise
     except ConfigError as exc:
+        if _DEBUG["on"]:
+            raise
         _fail(exc.problems)
     except FeatureMismatchError as exc:  # one line naming the feature and both configs
-        from rich.markup import escape
-
+        if _DEBUG["on"]:
+            raise
         _console().print(f"[red]error:[/red] {escape(str(exc))}", soft_wrap=True)
         raise typer.Exit(2) from None
-    except FuseError as exc:
-        from rich.markup import escape
-
-        _console().print(f"[red]error:[/red] {escape(str(exc))}")
+    except ExtractError as exc:  # FuseError, and the store's errors
+        if _DEBUG["on"]:
+            raise
+        _console().print(f"[red]error:[/red] {escape(str(exc))}", soft_wrap=True)
+        raise typer.Exit(1) from None
+    except OSError as exc:
+        if _DEBUG["on"]:
+            raise
+        where = f": {exc.filename}" if exc.filename else ""
+        _console().print(f"[red]error:[/red] {escape((exc.strerror or str(exc)) + where)}",
+                         soft_wrap=True)
+        raise typer.Exit(1) from None
+    except Exception as exc:
+        if _DEBUG["on"]:
+            raise
+        first = next((ln.strip() for ln in str(exc).splitlines() if ln.strip()), "")
+        _console().print(f"[red]error:[/red] {escape(type(exc).__name__)}: {escape(first)} "
+                         "(run with --debug for the traceback)", soft_wrap=True)
         raise typer.Exit(1) from None
 
 

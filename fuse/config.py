@@ -202,8 +202,6 @@ def config_from_dict(data: dict[str, Any]) -> FuseConfig:
 
 def load_yaml(name_or_path: str) -> dict[str, Any]:
     """A YAML config file, or a preset name from ``fuse/configs`` (``va_lstm``)."""
-    import yaml
-
     from fuse.errors import ConfigError
 
     path = Path(name_or_path)
@@ -214,10 +212,25 @@ def load_yaml(name_or_path: str) -> dict[str, Any]:
             raise ConfigError(f"config {name_or_path!r} is neither a file nor a preset; "
                               f"presets: {known}")
         path = preset
-    data = yaml.safe_load(path.read_text()) or {}
+    data = read_yaml_file(path) or {}
     if not isinstance(data, dict):
         raise ConfigError(f"config {path} must hold a mapping, not {type(data).__name__}")
     return data
+
+
+def read_yaml_file(path: str | Path) -> Any:
+    """A YAML file's content; one problem naming the file, line and column when it does not
+    parse (:class:`fuse.errors.ConfigError`)."""
+    from extract.catalog import read_yaml
+    from extract.errors import ConfigError as ExtractConfigError
+    from fuse.errors import ConfigError
+
+    if not Path(path).is_file():
+        raise ConfigError(f"{path}: no such file")
+    try:
+        return read_yaml(path)
+    except ExtractConfigError as exc:
+        raise ConfigError(str(exc)) from None
 
 
 def presets() -> list[str]:

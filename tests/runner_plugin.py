@@ -6,13 +6,14 @@
   skin-coloured (frames drawn without a face give no detection), landmarks on the ArcFace
   layout scaled into the frame.
 
-Set ``EXTRACT_TEST_HANG_DIR`` to make the first ``test_mean_color`` call of any worker write
-``<dir>/hang.pid`` (its pid) and sleep, so a test can kill the worker mid-video; set
+Set ``EXTRACT_TEST_HANG_DIR`` to make the first ``test_mean_color`` call of any worker process
+write ``<dir>/hang.pid`` (its pid) and sleep, so a test can kill the worker mid-video; set
 ``EXTRACT_TEST_SLOW_S`` to make every call sleep that long (runs that overlap in time).
 """
 
 from __future__ import annotations
 
+import multiprocessing
 import os
 import time
 from pathlib import Path
@@ -29,8 +30,8 @@ SLOW_ENV = "EXTRACT_TEST_SLOW_S"  # seconds test_mean_color sleeps per batch (ov
 
 def _hang_once() -> None:
     folder = os.environ.get(HANG_ENV)
-    if not folder:
-        return
+    if not folder or multiprocessing.parent_process() is None:
+        return  # only worker processes hang (the run's own checks call the extractor too)
     marker = Path(folder) / "hang.pid"
     try:
         fd = os.open(marker, os.O_CREAT | os.O_EXCL | os.O_WRONLY)
@@ -95,13 +96,17 @@ if "test_fail_extract" not in EXTRACTORS:
 
     @EXTRACTORS.register("test_fail_extract")
     class FailExtract(AudioExtractor):
-        """Fails on every waveform (an extractor bug on some input)."""
+        """Fails on waveforms shorter than a second (an extractor bug on some inputs; the
+        run's 2-second check input passes)."""
 
         name = "test_fail_extract"
         needs_weights = False
 
         def extract(self, wav: np.ndarray, centers: np.ndarray | None = None) -> AudioRows:
-            raise ValueError("boom (test)")
+            if len(wav) < 16000:
+                raise ValueError("boom (test)")
+            times = np.arange(0.0, len(wav) / 16000, 0.5)
+            return AudioRows({"": np.zeros((len(times), 2), np.float32)}, times)
 
 
 if "test_huge" not in EXTRACTORS:

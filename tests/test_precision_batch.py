@@ -136,12 +136,15 @@ def test_batch_size_per_feature(setup: dict, tmp_path: Path,
 
     monkeypatch.setattr(DenseNetExtractor, "forward", spy)
     plain, batched = tmp_path / "plain.zarr", tmp_path / "batched.zarr"
+    from extract.runner.preflight import PROBE_CROPS
+
     assert run(opts(setup, plain, ["dn"])).exit_code == 0
-    assert sizes == [2] * 6  # one forward per frame batch of 2
+    # the run's check first runs the model once on PROBE_CROPS synthetic crops
+    assert sizes == [PROBE_CROPS] + [2] * 6  # then one forward per frame batch of 2
     sizes.clear()
     summary = run(opts(setup, batched, ["dn"], batch_sizes={"dn": 5}))
     assert summary.exit_code == 0
-    assert sizes == [5, 5, 2]  # gathered across frame batches, the rest at the video's end
+    assert sizes == [PROBE_CROPS, 5, 5, 2]  # gathered across frame batches, the rest at the end
     x = open_store(str(plain)).read_video("dn", "v")
     y = open_store(str(batched)).read_video("dn", "v")
     np.testing.assert_allclose(x.data.astype(np.float32), y.data.astype(np.float32),

@@ -77,15 +77,23 @@ def test_run_writes_records_failures_and_resumes(tmp_path: Path, catalog: Path,
                                                  inputs: Path) -> None:
     store_path = tmp_path / "s.zarr"
     summary = run(options(catalog, inputs, store_path))
-    assert (summary.done, summary.failed, summary.skipped) == (4, 3, 0)
+    assert (summary.done, summary.failed, summary.skipped) == (5, 2, 0)
     assert summary.exit_code == 1 and summary.frames > 0
     failures = read_jsonl(Path(summary.run_dir) / "failures.jsonl")
     stages = {f["video"]: (f["stage"], sorted(f["features"]), f["error"]) for f in failures}
     assert stages == {
         "bad": ("open", sorted(FEATURES), "MediaError"),
         "trunc": ("decode", sorted(FEATURES), "MediaError"),
-        "noaud": ("audio", ["egemaps", "fbank"], "NoAudioStreamError"),
     }
+    # The video without sound: its audio features do not apply (not failed); the frame folder
+    # gets no audio features and the wav no visual one, by kind.
+    na = read_jsonl(Path(summary.run_dir) / "not_applicable.jsonl")
+    assert {(r["video"], tuple(r["features"])) for r in na} == {
+        ("noaud", ("egemaps", "fbank")), ("imgs", ("egemaps", "fbank")),
+        ("speech", ("meancolor",))}
+    assert summary.not_applicable == 3
+    assert {n: st.not_applicable for n, st in summary.features.items()} == {
+        "egemaps": 2, "fbank": 2, "meancolor": 1}
     store = FeatureStore(store_path)
     assert store.complete_set("egemaps") == store.complete_set("fbank") == {"a", "sub/b", "speech"}
     visual = {"a", "sub/b", "noaud", "imgs"}  # the video without audio still gets its rows
@@ -125,10 +133,10 @@ def test_run_writes_records_failures_and_resumes(tmp_path: Path, catalog: Path,
     # Re-run: the finished videos are skipped (untouched), the broken ones are tried again.
     written = store.read_video("meancolor", "a").attrs["written"]
     again = run(options(catalog, inputs, store_path))
-    assert (again.done, again.skipped, again.failed) == (0, 4, 3)
+    assert (again.done, again.skipped, again.failed) == (1, 4, 2)  # done: noaud, opened again
     assert again.features["meancolor"].skipped == 4 and again.features["egemaps"].skipped == 3
     assert FeatureStore(store_path).read_video("meancolor", "a").attrs["written"] == written
-    assert len(store.failures()) == 6  # both runs' records
+    assert len(store.failures()) == 4  # both runs' records
 
 
 def test_options_sampling_and_image_fps(tmp_path: Path, catalog: Path) -> None:
@@ -181,10 +189,11 @@ def test_extractor_failure_and_broken_worker(tmp_path: Path, catalog: Path) -> N
         ("v", ["failing"], "extract", "ValueError"), ("v", ["huge"], "write", "ValueError")]
     assert "float32" in next(f.message for f in summary.failures if f.stage == "write")
     assert FeatureStore(tmp_path / "s.zarr").complete_set("egemaps") == {"v"}
-    # A model that cannot load: every video is recorded as failed at stage "worker".
-    summary = run(options(catalog, root, tmp_path / "t.zarr", features=["broken"]))
-    assert summary.failed == 1 and summary.failures[0].stage == "worker"
-    assert "checkpoint is corrupt" in summary.failures[0].message
+    # A model that cannot load: refused before the store is even created (checked once).
+    with pytest.raises(ConfigError, match="'broken' cannot load its model.*checkpoint is "
+                                          "corrupt"):
+        run(options(catalog, root, tmp_path / "t.zarr", features=["broken"]))
+    assert not (tmp_path / "t.zarr").exists()
 
 
 def test_plan_longest_first_limit_and_skip(tmp_path: Path, catalog: Path) -> None:

@@ -17,7 +17,7 @@ from pathlib import Path
 import numpy as np
 
 from extract.errors import MediaError
-from extract.ids import IMAGE_EXTS, frame_index
+from extract.ids import IMAGE_EXTS, numbered_frames
 from extract.media.clock import FrameClock
 from extract.media.sampling import Sampling
 from extract.media.video import FrameBatch
@@ -26,10 +26,11 @@ log = logging.getLogger(__name__)
 
 
 def list_frames(folder: str | Path) -> list[tuple[int, Path]]:
-    """(index, path) of every image in ``folder``, sorted by index; duplicates raise."""
+    """(index, path) of the folder's numbered frames (:func:`extract.ids.numbered_frames`: a
+    stray poster or thumbnail is not a frame), sorted by index; duplicates raise."""
     folder = Path(folder)
-    items = sorted((frame_index(p), p) for p in folder.iterdir()
-                   if p.is_file() and p.suffix.lower() in IMAGE_EXTS)
+    items = numbered_frames([p for p in folder.iterdir()
+                             if p.is_file() and p.suffix.lower() in IMAGE_EXTS])
     seen = {}
     for idx, p in items:
         if idx in seen:

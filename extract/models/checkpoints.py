@@ -73,14 +73,19 @@ def load_state_dict(path: str | Path) -> StateDict:
     if suffix == SAFETENSORS_SUFFIX:
         from safetensors.torch import load_file
 
-        return load_file(str(path), device="cpu")
+        try:
+            return load_file(str(path), device="cpu")
+        except Exception as exc:  # safetensors raises its own error type
+            raise CheckpointError(f"{path} is not a loadable checkpoint (safetensors: "
+                                  f"{load_error_reason(exc)})") from exc
     if suffix not in TORCH_SUFFIXES:
         known = ", ".join((*TORCH_SUFFIXES, SAFETENSORS_SUFFIX))
         raise CheckpointError(f"{path}: unknown checkpoint suffix {suffix!r}; expected {known}")
     try:
         obj = torch.load(path, map_location="cpu", weights_only=True)
     except Exception as exc:  # torch raises several types (UnpicklingError, RuntimeError, ...)
-        raise CheckpointError(f"{path}: cannot be read as a torch checkpoint: {exc}") from exc
+        raise CheckpointError(f"{path} is not a loadable checkpoint "
+                              f"({load_error_reason(exc)})") from exc
     return unwrap_state_dict(obj, source=str(path))
 
 
@@ -154,6 +159,22 @@ def read_keras_h5(path: str | Path) -> dict[str, dict[str, np.ndarray]]:
     if not layers:
         raise CheckpointError(f"{source}: the Keras weights file holds no variables")
     return layers
+
+
+def load_error_reason(exc: BaseException) -> str:
+    """Why a checkpoint did not load, in one line, without torch's advice to load it unsafely
+    (a file that only loads with pickled code is refused on purpose)."""
+    text = str(exc)
+    if "weights_only" in text or "WeightsUnpickler" in text:
+        detail = text.split("WeightsUnpickler error:", 1)[-1] if "WeightsUnpickler" in text else ""
+        detail = " ".join(detail.split("Please use", 1)[0].split("Check the documentation")[0]
+                          .split())
+        if "GLOBAL" in detail or "global" in detail:
+            return ("it holds pickled Python objects, which are never loaded; save the weights "
+                    "as a plain state dict or .safetensors" + (f": {detail}" if detail else ""))
+        return ("not a torch state dict file" + (f": {detail.rstrip('.')}" if detail else ""))
+    first = next((line.strip() for line in text.splitlines() if line.strip()), "")
+    return f"{type(exc).__name__}: {first}"[:300] if first else type(exc).__name__
 
 
 def save_safetensors(

@@ -16,6 +16,7 @@ from typing import Any
 
 import numpy as np
 
+from extract.errors import NoVideoStreamError
 from extract.extractors.base import AudioRows, Extractor
 from extract.runner.decode import Event
 from extract.runner.faces import FaceSteps
@@ -39,6 +40,7 @@ class VideoResult:
     seconds: dict[str, float] = field(default_factory=dict)  # feature / "faces" → compute time
     skipped: str | None = None  # "done" / "busy": another run finished / holds the video
     faces: int | None = None  # frames with a face found (None: no face step ran)
+    not_applicable: dict[str, str] = field(default_factory=dict)  # feature → why (no stream)
 
 
 @dataclass
@@ -171,6 +173,18 @@ class VideoJob:
         self.result.seconds[key] = self.result.seconds.get(key, 0.0) + time.perf_counter() - start
 
     # ---------------------------------------------------------------- events
+    def on_na(self, na: Any) -> None:
+        """Features that cannot apply to this input (a :class:`NotApplicable`): nothing is
+        written for them and they are not failures."""
+        self.not_applicable(list(na.features), na.reason)
+
+    def not_applicable(self, features: list[str], reason: str) -> None:
+        for name in features:
+            if name not in self.failed:
+                self.failed.add(name)
+                self.result.not_applicable[name] = reason
+        log.info("%s: %s not applicable: %s", self.item.video_id, ",".join(features), reason)
+
     def on_skip(self, status: str) -> None:
         self.result.skipped = status
         self.failed.update(self.task.features)  # nothing to write
@@ -298,6 +312,8 @@ class VideoJob:
                 for output in extractor.outputs():
                     key = "" if output == name else output[len(name) + 1:]
                     self.rows[output].add(values[key], np.asarray(rows.times) + audio.start, mask)
+            except NoVideoStreamError as exc:  # rate: frames on an input without frames
+                self.not_applicable([name], str(exc))
             except Exception as exc:
                 self.fail([name], "extract", exc)
             self._time(name, t0)
@@ -316,8 +332,8 @@ class VideoJob:
             everything = frame_times(self.item.path)
             times = everything[Sampling.parse(self.ctx.sampling).select(everything)]
         else:
-            raise ValueError(f"feature {extractor.spec.name!r} has rate: frames (windows centred "
-                             f"on video frames) but {self.item.path} has no video frames")
+            raise NoVideoStreamError(f"{self.item.path}: no video frames to centre the windows "
+                                     f"of {extractor.spec.name!r} on (rate: frames)")
         return times - audio_start
 
     # ----------------------------------------------------------------- write
@@ -328,7 +344,10 @@ class VideoJob:
             self._write_all()
         finally:
             if self.claim is not None:
-                self.claim.release()
+                try:
+                    self.claim.release()
+                except OSError as exc:  # e.g. disk full: the claim goes stale with this process
+                    log.warning("%s: cannot release its claim: %s", self.item.video_id, exc)
         return self.result
 
     def _write_all(self) -> None:

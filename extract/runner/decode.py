@@ -15,9 +15,9 @@ from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
-from extract.errors import MediaError
+from extract.errors import MediaError, NoAudioStreamError, NoVideoStreamError
 from extract.media.sampling import Sampling
-from extract.runner.plan import Task
+from extract.runner.plan import NotApplicable, Task
 from extract.runner.records import Failure
 
 log = logging.getLogger(__name__)
@@ -27,9 +27,10 @@ log = logging.getLogger(__name__)
 class Event:
     """One step of a task's decode stream."""
 
-    kind: str  # begin | frames | audio | error | skip | end
+    kind: str  # begin | frames | audio | error | na | skip | end
     task: Task
     payload: Any = None  # begin: claim | frames: FrameBatch | audio: Audio | error: Failure |
+    #                      na: NotApplicable (no video / no audio stream) |
     #                      skip: "done" / "busy" (another run finished or holds the video)
 
 
@@ -127,7 +128,7 @@ def decode_task(task: Task, s: DecodeSettings, claims: Any = None) -> Iterator[E
             task, claim, status = claim_task(task, s, claims)
         except Exception as exc:
             yield Event("begin", task)
-            yield Event("error", task, Failure.of(task.video_id, list(task.features), "open",
+            yield Event("error", task, Failure.of(task.video_id, list(task.features), "claim",
                                                   exc, str(task.item.path)))
             yield Event("end", task)
             return
@@ -151,6 +152,9 @@ def decode_task(task: Task, s: DecodeSettings, claims: Any = None) -> Iterator[E
         try:
             for batch in FRAME_SOURCES[item.kind](item.path, s):
                 yield Event("frames", task, batch)
+        except NoVideoStreamError as exc:  # an audio-only file: its audio features still run
+            yield Event("na", task, NotApplicable(item.video_id, tuple(visual), str(exc),
+                                                  str(item.path)))
         except Exception as exc:
             # A broken video stream: the input is not trusted for its audio either.
             yield Event("error", task, Failure.of(item.video_id, visual + audio, "decode", exc,
@@ -166,6 +170,9 @@ def decode_task(task: Task, s: DecodeSettings, claims: Any = None) -> Iterator[E
                 tracks[rate] = read_audio(item.path, rate)
                 check_audio_complete(item.path, tracks[rate])
             yield Event("audio", task, AudioTracks(tracks))
+        except NoAudioStreamError as exc:  # a silent video: its visual features still ran
+            yield Event("na", task, NotApplicable(item.video_id, tuple(audio), str(exc),
+                                                  str(item.path)))
         except Exception as exc:
             yield Event("error", task, Failure.of(item.video_id, audio, "audio", exc,
                                                   str(item.path)))

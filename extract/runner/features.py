@@ -50,6 +50,8 @@ def import_plugins(modules: list[str]) -> None:
 
 
 def _raise(problems: list[str]) -> None:
+    if len(problems) == 1:
+        raise ConfigError(f"cannot run: {problems[0]}")
     if problems:
         raise ConfigError("cannot run:\n  - " + "\n  - ".join(problems))
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import re
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
@@ -12,6 +13,7 @@ from extract.media.clock import ImageClockSettings, read_fps_table
 from extract.media.sampling import Sampling
 
 PLUGINS_ENV = "EXTRACT_PLUGINS"
+RUN_ID = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.\-]{0,99}")
 
 
 @dataclass
@@ -42,6 +44,7 @@ class RunOptions:
     claims: bool = True  # claim (feature, video) pairs so several runs can share a local store
     backend: str = "local"  # local (processes here) | ray (video shards as Ray tasks)
     ray_address: str | None = None  # Ray cluster address (default: $RAY_ADDRESS, else local)
+    strict: bool = False  # a feature that does not apply (no video / audio stream) is a failure
 
     def __post_init__(self) -> None:
         self.input = Path(self.input)
@@ -102,6 +105,9 @@ class RunOptions:
                if not isinstance(v, int) or isinstance(v, bool) or v < 1}
         if bad:
             problems.append(f"--batch-size NAME=B needs a positive integer B, got {bad}")
+        if self.run_id is not None and not RUN_ID.fullmatch(str(self.run_id)):
+            problems.append(f"--run-id {self.run_id!r}: use 1-100 letters, digits, '_', '.', "
+                            "'-' (it names a folder), starting with a letter or digit")
         if self.backend not in ("local", "ray"):
             problems.append(f"--backend must be 'local' or 'ray', got {self.backend!r}")
         if not self.image_fps > 0:

@@ -5,6 +5,8 @@ most ``depth`` tasks handed out (one computing, the next being decoded): dynamic
 a worker that finishes early takes the next longest task. When a worker dies (crash, OOM
 kill, SIGKILL), the video it was computing is recorded as failed at stage "worker", the tasks
 it had not started go back to the front of the queue, and a replacement worker is started.
+When the sink says stop (the store's disk is full), no more tasks are handed out: the ones
+already handed out finish, the rest are reported as not started.
 """
 
 from __future__ import annotations
@@ -37,6 +39,10 @@ class Sink(Protocol):
     def done(self, task: Task, result: VideoResult) -> None: ...
 
     def lost(self, task: Task, worker: int, message: str) -> None: ...
+
+    def should_stop(self) -> bool: ...
+
+    def not_started(self, task: Task) -> None: ...
 
 
 @dataclass
@@ -122,6 +128,11 @@ class Pool:
         self.handles = [self._start(cfg) for cfg in self.configs]
         try:
             while pending or any(h.assigned for h in self.handles if not h.dead):
+                if pending and sink.should_stop():
+                    for task in pending:
+                        sink.not_started(task)
+                    pending.clear()
+                    continue
                 live = [h for h in self.handles if not h.dead]
                 if not live:
                     if restarts_left <= 0 or self._only_startup_failures():

@@ -45,6 +45,7 @@ class WorkerConfig:
     claims: bool = True  # claim each (feature, video) in the store before computing it
     precision: str = "fp32"  # fp32 | bf16 | fp16: the backbones' autocast (resolved by the parent)
     image_clock: Any = None  # extract.media.clock.ImageClockSettings of frame folders
+    preloaded: dict[str, Any] | None = None  # in-process only: extractors the parent loaded
 
 
 def build_context(cfg: WorkerConfig) -> WorkerContext:
@@ -61,6 +62,9 @@ def build_context(cfg: WorkerConfig) -> WorkerContext:
         torch.set_num_threads(cfg.torch_threads)
     extractors = {}
     for spec in cfg.specs:
+        if cfg.in_process and cfg.preloaded and spec.name in cfg.preloaded:
+            extractors[spec.name] = cfg.preloaded[spec.name]  # loaded by the run's checks
+            continue
         extractor = create(spec, cfg.device, cfg.precision)
         extractor.load()
         extractors[spec.name] = extractor

@@ -119,13 +119,18 @@ class PackWriter:
                                  chunk_bytes=self.chunk_bytes)
         pack = new_pack_id()
         base = pack_dir(self.feature, pack)
-        self.files.makedirs(f"{self.feature}/{INDEX}")
-        self.files.write(f"{base}/{META}", group_doc({"writer": self.writer,
-                                                      "layout": layout.to_dict(),
-                                                      "created": _now()}))
-        for name in ARRAYS:
-            self.files.write(f"{base}/{name}/{META}", array_doc(layout.array(name),
-                                                                layout.capacity))
+        try:
+            self.files.makedirs(f"{self.feature}/{INDEX}")
+            self.files.write(f"{base}/{META}", group_doc({"writer": self.writer,
+                                                          "layout": layout.to_dict(),
+                                                          "created": _now()}))
+            for name in ARRAYS:
+                self.files.write(f"{base}/{name}/{META}", array_doc(layout.array(name),
+                                                                    layout.capacity))
+        except BaseException:  # e.g. disk full: leave no half-made pack behind
+            with contextlib.suppress(OSError):
+                self.files.remove_tree(base)
+            raise
         self.open = _OpenPack(pack, layout)
         self.staged.insert(0, header_line(pack, layout, self.writer))
 

@@ -95,8 +95,10 @@ class _Feature:
         by_pack: dict[str, list[Entry]] = defaultdict(list)
         for e in idx.live.values():
             by_pack[e.pack].append(e)
-        packs = set(self.files.listdir(f"{self.name}/{PACKS}")) - {META}
-        for pack in sorted(set(by_pack) | packs):
+        # A pack folder no entry ever pointed at is a writer that died (or ran out of space)
+        # before its first commit, or one still writing: nothing of it is part of the store.
+        used = {e.pack for e in idx.puts.values()}
+        for pack in sorted(used):
             layout = self._pack_meta(pack, idx, by_pack.get(pack, []))
             if pack not in by_pack:
                 continue
