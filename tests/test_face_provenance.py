@@ -108,6 +108,20 @@ def test_detector_spec_parsing_and_errors() -> None:
     assert DetectorChoice.parse("test_scaled:scale=0.5").check() is None
 
 
+def test_a_model_file_given_as_an_option_is_hashed(tmp_path: Path) -> None:
+    from extract.faces.settings import FaceSettings
+
+    model = tmp_path / "det.onnx"
+    model.write_bytes(b"first model")
+    settings = FaceSettings.from_spec(f"scrfd:model_path={model}")
+    first = settings.describe(112)["detector_files_sha256"]
+    assert list(first) == ["model_path"] and len(first["model_path"]) == 64
+    model.write_bytes(b"another model, same path")
+    assert FaceSettings.from_spec(f"scrfd:model_path={model}").describe(112)[
+        "detector_files_sha256"] != first
+    assert "detector_files_sha256" not in FaceSettings.from_spec(None).describe(112)
+
+
 def test_face_steps_build_the_recorded_detector() -> None:
     steps = FaceSteps((32, 64), "test_scaled:scale=0.5")
     pipe = steps.for_kind("video")

@@ -168,6 +168,16 @@ class DetectorChoice:
         pairs = [f"{k}={_format(self.options[k])}" for k in self.given]
         return self.name + (":" + ",".join(pairs) if pairs else "")
 
+    def model_files(self) -> dict[str, str]:
+        """Option → sha256 of the file it names, for options ending in ``_path`` that name an
+        existing file (a user-supplied model: swapping the file changes the fingerprint)."""
+        from pathlib import Path
+
+        from extract.extractors.base import weights_sha256
+
+        return {key: weights_sha256(Path(value)) for key, value in self.options.items()
+                if key.endswith("_path") and isinstance(value, str) and Path(value).is_file()}
+
     def create(self) -> FaceDetector:
         """The detector instance (raises UnavailableError when it cannot run here)."""
         from extract.faces.detectors import create_detector
@@ -204,12 +214,17 @@ class FaceSettings:
         return cls(DetectorChoice.parse(text, extra))
 
     def describe(self, size: int) -> dict[str, Any]:
-        """The fingerprinted description of how a ``size`` crop of a video frame is made."""
-        return {"step": "detect", "detector": self.detector.name,
-                "detector_options": dict(self.detector.options), "select": self.select,
-                "min_score": self.min_score, "detect_max_side": self.detect_max_side,
-                "alignment": {"template": TEMPLATE, "points": 5, "margin": self.margin},
-                "crop_size": int(size)}
+        """The fingerprinted description of how a ``size`` crop of a video frame is made
+        (with the sha256 of model files given as options, e.g. an ONNX ``model_path``)."""
+        out = {"step": "detect", "detector": self.detector.name,
+               "detector_options": dict(self.detector.options), "select": self.select,
+               "min_score": self.min_score, "detect_max_side": self.detect_max_side,
+               "alignment": {"template": TEMPLATE, "points": 5, "margin": self.margin},
+               "crop_size": int(size)}
+        files = self.detector.model_files()
+        if files:
+            out["detector_files_sha256"] = files
+        return out
 
     def pipeline(self, sizes: Iterable[int]) -> Any:
         """A :class:`~extract.faces.pipeline.FacePipeline` built from exactly these settings."""
