@@ -223,6 +223,7 @@ def test_cli_detector_options_and_refusals_leave_no_store(tmp_path: Path, catalo
                           "scale=0.6"], ["given twice"])]:
         result = cli.invoke(app, base + args)
         assert result.exit_code == 2, (args, result.output)
+        assert result.output.count("\n") == 1, result.output  # one line
         assert all(w in result.output for w in words), result.output
         assert not store.exists()  # validated before the store is created or changed
     ok = cli.invoke(app, base + ["--detector", "test_scaled:scale=0.7", "--detector-option",

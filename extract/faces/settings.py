@@ -20,21 +20,12 @@ from collections.abc import Iterable
 from dataclasses import dataclass, field
 from typing import Any
 
+from extract.catalog import parse_value  # YAML scalars and lists, else the text
 from extract.errors import ConfigError, ExtractError, RegistryError
 from extract.faces.detectors import DEFAULT_DETECTOR, DETECTORS, FaceDetector
 
 #: Name of the alignment template (see :mod:`extract.faces.align`).
 TEMPLATE = "arcface_112"
-
-
-def parse_value(text: str) -> Any:
-    """A command-line value: YAML scalars and lists (``0.6``, ``true``, ``[1, 2]``) or the text."""
-    import yaml
-
-    try:
-        return yaml.safe_load(text)
-    except yaml.YAMLError:
-        return text
 
 
 def split_top_level(text: str, sep: str = ",") -> list[str]:
@@ -163,9 +154,11 @@ class DetectorChoice:
                 options[key] = param.default
         return cls(name, _jsonable(options), tuple(k for k in params if k in given))
 
-    def spec(self) -> str:
-        """``NAME[:KEY=VALUE,...]`` with the options the user set (parses back to ``self``)."""
-        pairs = [f"{k}={_format(self.options[k])}" for k in self.given]
+    def spec(self, every_option: bool = False) -> str:
+        """``NAME[:KEY=VALUE,...]`` with the options the user set (parses back to ``self``), or
+        with every option (``every_option``)."""
+        keys = self.options if every_option else self.given
+        pairs = [f"{k}={_format(self.options[k])}" for k in keys]
         return self.name + (":" + ",".join(pairs) if pairs else "")
 
     def model_files(self) -> dict[str, str]:

@@ -109,9 +109,9 @@ class FaceSteps:
 
     @property
     def detector_name(self) -> str:
-        """The detector with every option, as recorded in each video's ``source``."""
-        choice = self.settings.detector
-        return f"{choice.name} {choice.options}" if choice.options else choice.name
+        """The detector with every option (``NAME:KEY=VALUE,...``), as recorded in each
+        video's ``source``."""
+        return self.settings.detector.spec(every_option=True)
 
     def for_kind(self, kind: str) -> FaceStep:
         if kind not in self._steps:

@@ -57,6 +57,9 @@ def import_plugins(modules: list[str]) -> None:
 
 
 def _raise(problems: list[str]) -> None:
+    """One ConfigError naming every problem (a single problem stays on one line)."""
+    if len(problems) == 1:
+        raise ConfigError(f"cannot run: {problems[0]}")
     if problems:
         raise ConfigError("cannot run:\n  - " + "\n  - ".join(problems))
 
