@@ -1,25 +1,29 @@
-"""Measure the face detectors on the shared real clips: share of frames with a face, speed.
+"""Measure the face detectors on the shared real clips and on close-ups made from them.
 
-    python bench/face_detectors.py [--media ../shared/media] [--detectors a,b:opt=val] [--every 1]
+    python bench/face_detectors.py [--media ../shared/media] [--detectors A B:k=v,k=v ...]
+                                   [--every 1] [--repeat 1]
 
-Every frame of every GRID (.mpg) and CREMA-D (.flv) clip is decoded first, then each detector
-runs on all of them; the time counts detection + landmarks only (not decoding or model loading),
-the fastest of ``--repeat`` runs per clip.
-A detector may carry options: ``dlib_hog:landmarks=5``, ``mediapipe_blazeface:model=full``.
+Every frame of every GRID (.mpg) and CREMA-D (.flv) clip is decoded first. The close-ups are
+made from the same clips (and from scikit-image's astronaut photograph): one fixed square camera
+per clip, centred on the clip's median face box, sized so the face spans 60-90 % of the frame
+side (spread evenly over the clips), scaled to 256x256 (``extract.faces.closeups``). Each
+detector then runs on all of them; the time counts detection + landmarks only (not decoding or
+model loading), the fastest of ``--repeat`` runs per clip. Detectors are written as for
+``extract run --detector``: ``NAME[:KEY=VALUE,...]``, e.g. ``mediapipe_blazeface:model=full``.
 
-Columns: frames with a face (%), the worst clip's share, frames/s (wall clock) and CPU time per
-frame (all threads of this process; less sensitive to other load); the 5-point disagreement with
-the reference detector (median over frames where both found a face, in % of the inter-ocular
-distance); jitter, the median frame-to-frame movement of the 5 points once the face's overall
-shift is removed (% of the inter-ocular distance; lower = steadier crops); and two stress tests
-on every 5th frame: faces found after rotating the frame 30 degrees, and after shrinking it to a
-third in the middle of a black frame of the original size (faces of about 35-50 px).
+Columns: frames with a face (%) and the worst clip's share, on the shared clips and on the
+close-ups; frames/s (wall clock) and CPU time per frame (all threads of this process; less
+sensitive to other load) on the shared clips; the 5-point disagreement with the reference
+detector (median over frames where both found a face, in % of the inter-ocular distance);
+jitter, the median frame-to-frame movement of the 5 points once the face's overall shift is
+removed (% of the inter-ocular distance; lower = steadier crops); and two stress tests on every
+5th frame: faces found after rotating the frame 30 degrees, and after shrinking it to a third
+in the middle of a black frame of the original size (faces of about 35-50 px).
 """
 
 from __future__ import annotations
 
 import argparse
-import ast
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -28,19 +32,22 @@ import av
 import cv2
 import numpy as np
 
+from extract.faces.closeups import astronaut_closeups, face_box, fills, reframe
 from extract.faces.detectors import (
+    DEFAULT_DETECTOR,
     FaceDetections,
     FaceDetector,
     available_detectors,
-    create_detector,
 )
+from extract.faces.settings import DetectorChoice
 
 REPO = Path(__file__).resolve().parents[1]
 DEFAULT_MEDIA = REPO.parent / "shared" / "media"
 CLIP_GLOBS = ("grid/*.mpg", "cremad/*.flv")
 DEFAULT_SET = (
-    "mediapipe_facemesh,mediapipe_facemesh:model=short,mediapipe_facemesh:iris=True,"
-    "mediapipe_blazeface,mediapipe_blazeface:model=full,dlib_hog,dlib_hog:landmarks=5,haar_dlib"
+    "mediapipe_facemesh", "mediapipe_facemesh:fallback=false", "mediapipe_facemesh:model=short",
+    "mediapipe_facemesh:iris=true", "mediapipe_blazeface", "mediapipe_blazeface:model=full",
+    "mediapipe_blazeface:fallback=true", "dlib_hog", "dlib_hog:landmarks=5", "haar_dlib",
 )
 
 
@@ -55,17 +62,17 @@ def load_clips(media: Path, every: int) -> dict[str, np.ndarray]:
     return clips
 
 
-def parse_spec(spec: str) -> tuple[str, dict[str, object]]:
-    """``name:key=value:key=value`` → (name, options); values are Python literals or strings."""
-    name, *pairs = spec.split(":")
-    options: dict[str, object] = {}
-    for pair in pairs:
-        key, _, raw = pair.partition("=")
-        try:
-            options[key] = ast.literal_eval(raw)
-        except (ValueError, SyntaxError):
-            options[key] = raw
-    return name, options
+def make_closeups(clips: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
+    """One close-up clip per shared clip (face 60-90 % of the side), plus the astronaut ones."""
+    framer = DetectorChoice.parse(DEFAULT_DETECTOR).create()
+    out = {f"{name}@fill{round(100 * f)}": reframe(video, face_box(framer, video), float(f))
+           for (name, video), f in zip(clips.items(), fills(len(clips)), strict=True)}
+    try:
+        out.update(astronaut_closeups(framer))
+    except ImportError:
+        print("scikit-image is not installed: no astronaut close-ups")
+    framer.close()
+    return out
 
 
 def best_points(detections: list[FaceDetections]) -> np.ndarray:
@@ -112,11 +119,22 @@ def found_share(
     return hits / total
 
 
-def run(spec: str, clips: dict[str, np.ndarray], repeat: int) -> dict[str, object]:
-    name, options = parse_spec(spec)
-    detector = create_detector(name, **options)
+def shares(detector: FaceDetector, clips: dict[str, np.ndarray]) -> tuple[float, float]:
+    """(share of all frames with a face, the worst clip's share)."""
+    per_clip, hits, total = [], 0, 0
+    for video in clips.values():
+        detector.reset()
+        found = [len(f) > 0 for f in detector.detect(video)]
+        per_clip.append(np.mean(found))
+        hits, total = hits + sum(found), total + len(found)
+    return hits / total, min(per_clip)
+
+
+def run(spec: str, clips: dict[str, np.ndarray], closeups: dict[str, np.ndarray],
+        repeat: int) -> dict[str, object]:
+    detector = DetectorChoice.parse(spec).create()
     detector.detect(next(iter(clips.values()))[:1])  # load the model outside the timing
-    points, shares, seconds, cpu_seconds, frames = {}, [], 0.0, 0.0, 0
+    points, per_clip, seconds, cpu_seconds, frames = {}, [], 0.0, 0.0, 0
     for clip, video in clips.items():
         best, best_cpu = float("inf"), float("inf")
         for _ in range(repeat):  # the fastest of the runs: other load only slows runs down
@@ -129,11 +147,14 @@ def run(spec: str, clips: dict[str, np.ndarray], repeat: int) -> dict[str, objec
         cpu_seconds += best_cpu
         frames += len(video)
         points[clip] = best_points(found)
-        shares.append(np.mean([len(f) > 0 for f in found]))
+        per_clip.append(np.mean([len(f) > 0 for f in found]))
+    close_found, close_worst = shares(detector, closeups) if closeups else (np.nan, np.nan)
     result = {
         "points": points,
         "found": sum(np.isfinite(p[:, 0, 0]).sum() for p in points.values()) / frames,
-        "worst": min(shares),
+        "worst": min(per_clip),
+        "close_found": close_found,
+        "close_worst": close_worst,
         "fps": frames / seconds,
         "cpu_ms": cpu_seconds / frames * 1000,
         "rotated": found_share(detector, clips, lambda v: rotated(v, 30.0)),
@@ -163,41 +184,44 @@ def disagreement(points: dict[str, np.ndarray], reference: dict[str, np.ndarray]
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--media", type=Path, default=DEFAULT_MEDIA)
-    parser.add_argument("--detectors", default=DEFAULT_SET, help="comma-separated name[:k=v]")
+    parser.add_argument("--detectors", nargs="+", default=list(DEFAULT_SET),
+                        help="NAME[:KEY=VALUE,...] each, as for extract run --detector")
     parser.add_argument("--reference", default="dlib_hog", help="landmark reference (a spec)")
     parser.add_argument("--every", type=int, default=1, help="use every n-th frame")
     parser.add_argument("--repeat", type=int, default=1, help="time each clip n times, keep best")
+    parser.add_argument("--no-closeups", action="store_true", help="skip the close-up clips")
     args = parser.parse_args()
 
     clips = load_clips(args.media, args.every)
     if not clips:
         raise SystemExit(f"no clips matching {CLIP_GLOBS} under {args.media}")
     total = sum(len(v) for v in clips.values())
-    print(f"{len(clips)} clips, {total} frames, from {args.media}")
+    closeups = {} if args.no_closeups else make_closeups(clips)
+    print(f"{len(clips)} clips, {total} frames, from {args.media}; "
+          f"{len(closeups)} close-up clips, {sum(len(v) for v in closeups.values())} frames")
 
+    specs = list(dict.fromkeys([*args.detectors, args.reference]))
     status = available_detectors()
-    specs = [s for s in args.detectors.split(",") if s]
-    if args.reference not in specs:
-        specs.append(args.reference)
     results = {}
     for spec in specs:
-        ok, reason = status.get(parse_spec(spec)[0], (False, "unknown detector"))
+        choice = DetectorChoice.parse(spec)  # an unknown name or option stops here, loudly
+        ok, reason = status[choice.name]
         if not ok:
             print(f"skipping {spec}: {reason}")
             continue
-        results[spec] = run(spec, clips, max(1, args.repeat))
+        results[spec] = run(spec, clips, closeups, max(1, args.repeat))
 
     reference = results.get(args.reference, {}).get("points")
     print(
-        "\n| detector | face found | worst clip | frames/s | CPU ms/frame "
-        f"| 5-pt vs {args.reference} | jitter | rotated 30° | shrunk 1/3 |"
-        "\n|---|---|---|---|---|---|---|---|---|"
+        "\n| detector | face found | worst clip | close-ups found | worst close-up | frames/s "
+        f"| CPU ms/frame | 5-pt vs {args.reference} | jitter | rotated 30° | shrunk 1/3 |"
+        "\n|---|---|---|---|---|---|---|---|---|---|---|"
     )
     for spec, r in results.items():
         dis = f"{disagreement(r['points'], reference):.1f} %" if reference else "n/a"
         print(
-            f"| {spec} | {r['found']:.1%} | {r['worst']:.1%} | {r['fps']:.0f} | {r['cpu_ms']:.1f} "
-            f"| {dis} "
+            f"| {spec} | {r['found']:.1%} | {r['worst']:.1%} | {r['close_found']:.1%} "
+            f"| {r['close_worst']:.1%} | {r['fps']:.0f} | {r['cpu_ms']:.1f} | {dis} "
             f"| {jitter(r['points']):.2f} % | {r['rotated']:.0%} | {r['small']:.0%} |"
         )
 

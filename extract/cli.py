@@ -195,8 +195,14 @@ def run_cmd(
     set_: Annotated[list[str] | None, typer.Option("--set", help="NAME.options.KEY=VALUE "
                                                    "override (repeatable).")] = None,
     catalog: CatalogOpt = None,
-    detector: Annotated[str | None, typer.Option(help="Face detector for video inputs "
-                                                 "(default: mediapipe_facemesh).")] = None,
+    detector: Annotated[str | None, typer.Option(help="Face detector for video inputs, "
+                                                 "NAME[:KEY=VALUE,...] (default: "
+                                                 "mediapipe_facemesh; names and options: "
+                                                 "docs/faces.md). Part of every visual "
+                                                 "feature's fingerprint.")] = None,
+    detector_option: Annotated[list[str] | None, typer.Option(
+        "--detector-option", help="KEY=VALUE option of the face detector, e.g. model=short "
+                                  "(repeatable).")] = None,
     plugin: Annotated[list[str] | None, typer.Option("--plugin", help="Python module to "
                                                      "import first (registers extra "
                                                      "extractors/detectors).")] = None,
@@ -227,6 +233,7 @@ def run_cmd(
 
     Example: extract run --feature egemaps,fbank --input data/demo --store demo.zarr --workers 2
     """
+    from extract.faces.settings import join_detector
     from extract.runner import (
         RunOptions,
         parse_batch_sizes,
@@ -238,6 +245,7 @@ def run_cmd(
 
     with _errors():
         batch, batch_sizes = parse_batch_sizes(batch_size)
+        detector = join_detector(detector, detector_option or [])
         options = RunOptions(
             features=split_names(feature), input=input, store=str(store), gpus=gpus,
             workers=workers, batch_size=batch, batch_sizes=batch_sizes, precision=precision,

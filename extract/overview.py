@@ -43,7 +43,10 @@ def store_rows(path: str | Path) -> list[dict[str, Any]]:
 
 
 def inspect_feature(path: str | Path, feature: str) -> dict[str, Any]:
-    """A feature's attributes and a per-video overview (frames, valid share, rate)."""
+    """A feature's attributes and a per-video overview (frames, valid share, rate); ``labels``
+    (its column names, when they have names), ``faces`` (how each input kind's face crops are
+    made) and ``sampling`` are lifted out of its config."""
+    from extract.io.exporter import feature_labels
     from extract.store import FeatureStore
 
     store = FeatureStore(path)
@@ -52,7 +55,9 @@ def inspect_feature(path: str | Path, feature: str) -> dict[str, Any]:
     rows = [r for r in store.table() if r["feature"] == feature]
     frames = [r["frames"] or 0 for r in rows if r["complete"]]
     return {"feature": feature, "modality": info.modality, "dim": info.dim, "dtype": info.dtype,
-            "extractor": info.extractor, "fingerprint": info.fingerprint, "config": info.config,
+            "extractor": info.extractor, "fingerprint": info.fingerprint,
+            "labels": feature_labels(info), "faces": info.config.get("faces"),
+            "sampling": info.config.get("sampling"), "config": info.config,
             "versions": attrs.get("versions", {}), "created": attrs.get("created"),
             "provenance": info.provenance,
             "videos": sum(r["complete"] for r in rows),

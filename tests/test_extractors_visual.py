@@ -149,8 +149,9 @@ def test_iresnet_au_with_head(fau_paths: dict[int, tuple[IResNetAU, Path]]) -> N
     assert np.all((out["aus"] >= 0) & (out["aus"] <= 1))
     # the embedding alone when the spec declares no extras
     assert set(_run(_spec("iresnet_au", 32, path, 112), crops)) == {""}
+    ten = {"au_names": [f"AU{i}" for i in range(1, 11)]}  # a head of another width needs names
     with pytest.raises(ConfigError, match=r"gives 12-d 'aus' rows .* extras\.aus: 10"):
-        create(_spec("iresnet_au", 32, path, 112, extras={"aus": 10})).load()
+        create(_spec("iresnet_au", 32, path, 112, extras={"aus": 10}, options=ten)).load()
 
 
 def test_iresnet_au_without_head(fau_paths: dict[int, tuple[IResNetAU, Path]]) -> None:
@@ -221,8 +222,9 @@ def test_fer_safetensors_and_config(fer_spec: Any, tmp_path: Path) -> None:
 
     other = availability(_spec("mini_xception", 128, "package:nope", 64))
     assert not other.available and "'package:nope'" in other.reason
+    eight = {"class_names": list("abcdefgh")}  # other classes than FER2013's need names
     with pytest.raises(ConfigError, match=r"gives 7-d 'probs' rows .* extras\.probs: 8"):
-        create(_spec("mini_xception", 128, path, 64, extras={"probs": 8})).load()
+        create(_spec("mini_xception", 128, path, 64, extras={"probs": 8}, options=eight)).load()
 
 
 # --- vit / vit_mae -------------------------------------------------------------------------------

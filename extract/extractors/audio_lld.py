@@ -9,6 +9,9 @@ and ``options.level`` one of :data:`LEVELS`:
   two levels in separate passes; the delta pass returns a few more trailing rows, so rows are
   paired by position from the start (their start times agree) and cut to the shorter one.
 
+The descriptor names (``Loudness_sma3``, …, ``*_de`` for deltas) are recorded as the feature's
+``labels`` and become the column names of ``extract export --format csv``.
+
 Row ``t``'s time is the centre of its openSMILE window, ``(start + end) / 2`` from the index
 openSMILE returns, relative to the start of the waveform.
 """
@@ -75,10 +78,18 @@ class OpenSmileLLD(AudioExtractor):
                         for lv in LEVELS[self.level]]
 
     def column_names(self) -> list[str]:
-        """The stored columns, in order."""
+        """The stored columns, in order (openSMILE's descriptor names)."""
         if not self._smiles:
             self.load()
         return [c for s in self._smiles for c in s.feature_names]
+
+    def output_labels(self) -> dict[str, list[str]]:
+        """The feature's columns are openSMILE descriptors: their names, in order."""
+        names = self.column_names()
+        if len(names) != self.spec.dim:
+            raise ConfigError(f"feature {self.spec.name!r}: dim {self.spec.dim} does not match "
+                              f"{self.feature_set} {self.level} ({len(names)} columns)")
+        return {self.spec.name: names}
 
     def extract(self, wav: np.ndarray, centers: np.ndarray | None = None) -> AudioRows:
         """(S,) float32 16 kHz waveform → (T, D) rows at 10 ms, times at window centres."""

@@ -213,6 +213,12 @@ class Extractor(ABC):
         out.update({f"{self.spec.name}.{k}": int(d) for k, d in self.spec.extras.items()})
         return out
 
+    def output_labels(self) -> dict[str, list[str]]:
+        """Stored output name → the names of its columns, in order, for outputs whose columns
+        have names (class or AU names, openSMILE descriptors); recorded as ``labels`` in the
+        output's config. None by default."""
+        return {}
+
     # ---------------------------------------------------------------- compute
     def load(self) -> None:  # noqa: B027 (optional hook)
         """Build the model and load weights (once per worker, after the process starts)."""

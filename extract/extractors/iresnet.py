@@ -60,12 +60,55 @@ class IResNetExtractor(TorchVisualExtractor):
         return {"": self.model(x)}
 
 
+#: The 12 action units of Aff-Wild2 / ABAW, in the order of its annotation files (the default
+#: column names of a 12-AU head; fuse.labels.affwild2.AU_NAMES reads labels in this order).
+ABAW_AUS = ("AU1", "AU2", "AU4", "AU6", "AU7", "AU10", "AU12", "AU15", "AU23", "AU24", "AU25",
+            "AU26")
+
+
 @EXTRACTORS.register("iresnet_au")
 class IResNetAUExtractor(IResNetExtractor):
-    """IResNet embedding plus, when the checkpoint has an AU head, per-AU probabilities."""
+    """IResNet embedding plus, when the checkpoint has an AU head, per-AU probabilities.
+
+    ``options.au_names``: the AU of each head output, in order (recorded as the ``labels`` of
+    ``<name>.aus``); a 12-AU head without it is taken to be in the ABAW order (:data:`ABAW_AUS`),
+    a head of another width needs it.
+    """
 
     name = "iresnet_au"
     EXTRAS: ClassVar[tuple[str, ...]] = ("aus",)
+    OPTIONS: ClassVar[dict[str, tuple[Any, ...] | None]] = {**IResNetExtractor.OPTIONS,
+                                                            "au_names": None}
+
+    @classmethod
+    def validate(cls, spec: Any) -> None:
+        super().validate(spec)
+        count = spec.extras.get("aus")
+        names = spec.options.get("au_names")
+        if names is not None and not (
+                isinstance(names, list | tuple) and names and len(set(names)) == len(names)
+                and all(isinstance(n, str) and n for n in names)):
+            raise ConfigError(f"feature {spec.name!r}: options.au_names must be a list of "
+                              f"distinct AU names, got {names!r}")
+        if count is None:
+            return
+        if names is None and count != len(ABAW_AUS):
+            raise ConfigError(f"feature {spec.name!r}: extras.aus is {count}; name its AUs in "
+                              "head order with options.au_names (only a 12-AU head defaults "
+                              "to the ABAW order)")
+        if names is not None and len(names) != count:
+            raise ConfigError(f"feature {spec.name!r}: options.au_names has {len(names)} names "
+                              f"but extras.aus is {count}")
+
+    def au_names(self) -> list[str]:
+        """The AU of each ``aus`` column, in order."""
+        return [str(n) for n in self.spec.options.get("au_names") or ABAW_AUS]
+
+    def output_labels(self) -> dict[str, list[str]]:
+        """``<name>.aus``: the AU names."""
+        if "aus" not in self.spec.extras:
+            return {}
+        return {f"{self.spec.name}.aus": self.au_names()}
 
     def build(self, source: Path) -> tuple[torch.nn.Module, dict[str, int]]:
         from extract.models.iresnet import IResNetAU

@@ -16,16 +16,19 @@ from extract.faces.detectors import (
     register_detector,
 )
 from extract.faces.pipeline import AlignedInput, FaceBatch, FacePipeline
+from extract.faces.settings import DetectorChoice, FaceSettings
 
 __all__ = [
     "ARCFACE_112",
     "DEFAULT_DETECTOR",
     "LANDMARK_NAMES",
     "AlignedInput",
+    "DetectorChoice",
     "FaceBatch",
     "FaceDetections",
     "FaceDetector",
     "FacePipeline",
+    "FaceSettings",
     "align_face",
     "alignment_matrix",
     "available_detectors",

@@ -1,7 +1,8 @@
 """CSV: one file per video, as the MuSe baselines ship features.
 
 Columns: leading metadata columns (``timestamp`` in ms, ``segment_id`` / ``subject_id``, …),
-then one column per feature dimension. Exported files have ``time_s,mask,<dims…>``.
+then one column per feature dimension. Exported files have ``time_s,mask,<dims…>``, the dims
+named by the feature's labels (FER classes, AU names, openSMILE descriptors) or ``f0…``.
 """
 
 from __future__ import annotations
@@ -172,7 +173,7 @@ class CsvWriter(FormatWriter):
 
         out.mkdir(parents=True, exist_ok=True)
         dim = int(meta["dim"])
-        names = _dim_names(meta.get("provenance", {}).get("dim_names"), dim)
+        names = _dim_names(meta.get("labels"), dim)
         written, renamed = [], {}
         for fa in videos:
             rel = video_relpath(fa.video, ".csv")
@@ -199,8 +200,14 @@ def _exact_floats(data: np.ndarray) -> np.ndarray:
 
 
 def _dim_names(names: Any, dim: int) -> list[str]:
-    """The imported column names when usable as CSV columns after ``time_s,mask``, else f0…"""
+    """The feature's column names (labels) when usable as CSV columns after ``time_s,mask``,
+    else ``f0…`` (with a warning when names were there but cannot be used)."""
+    if names is None:
+        return [f"f{i}" for i in range(dim)]
     if (isinstance(names, list) and len(names) == dim and len(set(names)) == dim
-            and all(isinstance(n, str) and n.lower() not in META_NAMES for n in names)):
+            and all(isinstance(n, str) and n and n.lower() not in META_NAMES for n in names)):
         return names
+    log.warning("column names f0…f%d instead of the feature's labels: they repeat, are empty "
+                "or clash with a metadata column name (%s); the labels stay in %s",
+                dim - 1, ", ".join(sorted(META_NAMES)), FEATURE_META_FILE)
     return [f"f{i}" for i in range(dim)]

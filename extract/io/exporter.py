@@ -13,7 +13,7 @@ from typing import Any
 from extract.errors import StoreError
 from extract.io.formats import WRITERS
 from extract.io.importer import open_store
-from extract.store import FeatureArray, FeatureStore
+from extract.store import FeatureArray, FeatureInfo, FeatureStore
 
 log = logging.getLogger(__name__)
 
@@ -24,7 +24,9 @@ def export_feature(store: FeatureStore | str | Path, feature: str, format: str =
     """Export ``feature`` (all complete videos, or ``videos``) to ``out``; return the files.
 
     ``h5``: ``out`` is one file; ``csv``: ``out`` is a folder (``<video id>.csv`` each, plus
-    ``_feature.json``). ``frame_origin``: the frame number given to row 0 (h5 keys).
+    ``_feature.json``; the columns after ``time_s,mask`` carry the feature's labels when its
+    columns have names, see :func:`feature_labels`, else ``f0…``). ``frame_origin``: the
+    frame number given to row 0 (h5 keys).
     """
     if not str(out):
         raise StoreError("give an output path for the export")
@@ -38,6 +40,7 @@ def export_feature(store: FeatureStore | str | Path, feature: str, format: str =
         raise StoreError(f"feature {feature!r} of {fs.path} has no complete video "
                          f"{', '.join(map(repr, missing[:10]))}{' …' if len(missing) > 10 else ''}")
     meta: dict[str, Any] = {"feature": feature, "modality": info.modality, "dim": info.dim,
+                            "labels": feature_labels(info),
                             "extractor": info.extractor, "config": info.config,
                             "fingerprint": info.fingerprint, "dtype": info.dtype,
                             "provenance": info.provenance, "store": fs.path,
@@ -45,6 +48,17 @@ def export_feature(store: FeatureStore | str | Path, feature: str, format: str =
     written = writer.write(_arrays(fs, feature, ids), meta, Path(out).expanduser())
     log.info("exported %d videos of %s to %s (%s)", len(ids), feature, out, format)
     return written
+
+
+def feature_labels(info: FeatureInfo) -> list[str] | None:
+    """The names of a feature's columns, in order: the ``labels`` its extractor recorded
+    (class names, AU names, openSMILE descriptors), else the column names it was imported
+    with; None when its columns have no names (or a list of the wrong length)."""
+    names = info.config.get("labels") or info.provenance.get("dim_names")
+    if isinstance(names, list) and len(names) == info.dim and all(isinstance(n, str)
+                                                                   for n in names):
+        return list(names)
+    return None
 
 
 def _arrays(fs: FeatureStore, feature: str, ids: list[str]) -> Iterator[FeatureArray]:

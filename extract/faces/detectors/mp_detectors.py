@@ -109,42 +109,58 @@ def quiet_mediapipe_import() -> None:
 @register_detector("mediapipe_blazeface")
 class MediaPipeBlazeFace(_MediaPipeDetector):
     """BlazeFace: ``model`` "short" (faces filling much of the frame, within ~2 m) or "full"
-    (also small faces, up to ~5 m); ``threshold``: minimum score (0..1).
+    (also small faces, up to ~5 m); ``threshold``: minimum score (0..1); ``fallback``: when
+    ``model`` finds no face in a frame, run the other range on the same frame.
 
     BlazeFace gives eyes, nose tip and mouth centre; the mouth corners are estimated from the
     eye line (see :func:`landmarks.from_eyes_nose_mouth_centre`), so alignment is coarser.
     """
 
-    def __init__(self, model: str = "short", threshold: float = 0.5) -> None:
+    def __init__(self, model: str = "short", threshold: float = 0.5,
+                 fallback: bool = False) -> None:
         if model not in _BLAZEFACE_GRAPHS:
             known = ", ".join(_BLAZEFACE_GRAPHS)
             raise ConfigError(f"unknown BlazeFace model {model!r}; known: {known}")
         if not 0.0 <= float(threshold) <= 1.0:
             raise ConfigError(f"threshold must be in [0, 1], got {threshold!r}")
+        if not isinstance(fallback, bool):
+            raise ConfigError(f"fallback must be true or false, got {fallback!r}")
         self.model = model
         self.threshold = float(threshold)
-        self._detector: Any = None
+        self.fallback = fallback
+        self._detectors: dict[str, Any] = {}
 
-    def _detections(self, frame: np.ndarray) -> list[Any]:
-        """BlazeFace ``Detection`` protos for ``frame``, best score first."""
-        if self._detector is None:
+    @property
+    def models(self) -> tuple[str, ...]:
+        """The BlazeFace ranges tried on a frame, in order (the second only as a fallback)."""
+        other = next(m for m in _BLAZEFACE_GRAPHS if m != self.model)
+        return (self.model, other) if self.fallback else (self.model,)
+
+    def _detections(self, frame: np.ndarray, model: str | None = None) -> list[Any]:
+        """BlazeFace ``Detection`` protos of range ``model`` for ``frame``, best score first."""
+        model = model or self.model
+        if model not in self._detectors:
             quiet_mediapipe_import()
             from mediapipe.modules.face_detection import face_detection_pb2
             from mediapipe.python.solution_base import SolutionBase
 
             options = face_detection_pb2.FaceDetectionOptions(min_score_thresh=self.threshold)
-            self._detector = SolutionBase(
-                binary_graph_path=_BLAZEFACE_GRAPHS[self.model],
-                graph_options=options,
-                outputs=["detections"],
-            )
-        found = list(self._detector.process({"image": frame}).detections or [])
+            with silenced_stderr():  # a graph's start-up chatter (a fallback starts one late)
+                self._detectors[model] = graph = SolutionBase(
+                    binary_graph_path=_BLAZEFACE_GRAPHS[model],
+                    graph_options=options,
+                    outputs=["detections"],
+                )
+                found = list(graph.process({"image": frame}).detections or [])
+        else:
+            found = list(self._detectors[model].process({"image": frame}).detections or [])
         return sorted(found, key=lambda d: -d.score[0] if len(d.score) else 0.0)
 
-    def detect_frame(self, frame: np.ndarray) -> FaceDetections:
+    def _blazeface_faces(self, frame: np.ndarray, detections: list[Any]) -> FaceDetections:
+        """Boxes, scores and 5 points (mouth corners estimated) of BlazeFace ``detections``."""
         height, width = frame.shape[:2]
         boxes, scores, points = [], [], []
-        for det in self._detections(frame):
+        for det in detections:
             kp = _keypoints(det, width, height)
             # Keypoints: subject's right eye (image left), left eye, nose tip, mouth centre, ears.
             boxes.append(_box(det, width, height))
@@ -154,10 +170,17 @@ class MediaPipeBlazeFace(_MediaPipeDetector):
             return FaceDetections.empty()
         return FaceDetections(np.array(boxes), np.array(scores), np.array(points))
 
+    def detect_frame(self, frame: np.ndarray) -> FaceDetections:
+        for model in self.models:
+            found = self._blazeface_faces(frame, self._detections(frame, model))
+            if len(found):
+                break
+        return found
+
     def close(self) -> None:
-        if self._detector is not None:
-            self._detector.close()
-            self._detector = None
+        for graph in self._detectors.values():
+            graph.close()
+        self._detectors = {}
 
 
 @register_detector("mediapipe_facemesh")
@@ -168,18 +191,29 @@ class MediaPipeFaceMesh(MediaPipeBlazeFace):
     ``iris``: run the refined 478-point mesh and use the iris centres as eye centres (default:
     eye-corner midpoints of the 468-point mesh, which do not move with gaze). Boxes span the
     mesh; scores are BlazeFace's. A detection whose mesh reports no face is dropped.
+
+    ``fallback`` (on by default) tries more within the same frame when no face comes out:
+    first BlazeFace's other range with the mesh (the full-range model misses faces that fill
+    most of the frame, the short-range one misses small faces), then, if the mesh rejected
+    every detection of both ranges, BlazeFace's own 5 points (mouth corners estimated) for
+    detections scoring at least ``fallback_score`` (weak BlazeFace hits that the mesh rejects
+    are mostly not faces: a cat, a colour wheel).
     """
 
     files = (*_MediaPipeDetector.files, *_MESH_MODELS)
 
     def __init__(
-        self, model: str = "full", threshold: float = 0.5, max_faces: int = 1, iris: bool = False
+        self, model: str = "full", threshold: float = 0.5, max_faces: int = 1,
+        iris: bool = False, fallback: bool = True, fallback_score: float = 0.75,
     ) -> None:
-        super().__init__(model, threshold)
+        super().__init__(model, threshold, fallback)
         if isinstance(max_faces, bool) or int(max_faces) < 1:
             raise ConfigError(f"max_faces must be an integer >= 1, got {max_faces!r}")
+        if not 0.0 <= float(fallback_score) <= 1.0:
+            raise ConfigError(f"fallback_score must be in [0, 1], got {fallback_score!r}")
         self.max_faces = int(max_faces)
         self.iris = bool(iris)
+        self.fallback_score = float(fallback_score)
         self._mesh: Any = None
 
     def _mesh_graph(self) -> Any:
@@ -197,21 +231,45 @@ class MediaPipeFaceMesh(MediaPipeBlazeFace):
             )
         return self._mesh
 
-    def detect_frame(self, frame: np.ndarray) -> FaceDetections:
+    def _mesh_points(self, frame: np.ndarray, det: Any) -> np.ndarray | None:
+        """(K, 2) mesh points in frame pixels for one detection; None when the mesh model
+        reports no face in the detection's region."""
         height, width = frame.shape[:2]
-        boxes, scores, points = [], [], []
-        for det in self._detections(frame)[: self.max_faces]:
-            roi = _mesh_region(det, width, height)
+        roi = _mesh_region(det, width, height)
+        quiet = silenced_stderr() if self._mesh is None else contextlib.nullcontext()
+        with quiet:  # the graph's start-up chatter
             mesh = self._mesh_graph().process({"image": frame, "roi": roi}).face_landmarks
-            if mesh is None or not len(mesh.landmark):
+        if mesh is None or not len(mesh.landmark):
+            return None
+        return np.array([(p.x * width, p.y * height) for p in mesh.landmark], np.float64)
+
+    def _meshed_faces(self, frame: np.ndarray, detections: list[Any]) -> FaceDetections:
+        boxes, scores, points = [], [], []
+        for det in detections:
+            xy = self._mesh_points(frame, det)
+            if xy is None:
                 continue
-            xy = np.array([(p.x * width, p.y * height) for p in mesh.landmark], np.float64)
             boxes.append(np.concatenate([xy.min(axis=0), xy.max(axis=0)]))
             scores.append(_score(det))
             points.append(lm.from_mesh(xy, iris=self.iris))
         if not boxes:
             return FaceDetections.empty()
         return FaceDetections(np.array(boxes), np.array(scores), np.array(points))
+
+    def detect_frame(self, frame: np.ndarray) -> FaceDetections:
+        rejected: list[list[Any]] = []  # per range: detections whose mesh found no face
+        for model in self.models:
+            detections = self._detections(frame, model)[: self.max_faces]
+            found = self._meshed_faces(frame, detections)
+            if len(found):
+                return found
+            rejected.append(detections)
+        if self.fallback:
+            for detections in rejected:  # the first range with a confident detection
+                confident = [d for d in detections if _score(d) >= self.fallback_score]
+                if confident:
+                    return self._blazeface_faces(frame, confident)
+        return FaceDetections.empty()
 
     def close(self) -> None:
         super().close()
