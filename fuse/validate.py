@@ -19,7 +19,8 @@ from fuse.data.fill import FILL_POLICIES
 from fuse.data.grid import GridSpec
 from fuse.errors import ConfigError, FuseError
 from fuse.labels.base import LABEL_FORMATS, SPLITS, LabelSet, get_adapter
-from fuse.labels.splits import assign_splits
+from fuse.labels.splits import assign_splits, grouping
+from fuse.labels.splits import check as check_folds
 
 log = logging.getLogger(__name__)
 MAX_LISTED = 10  # videos named per problem before "… and N more"
@@ -48,7 +49,8 @@ class RunPlan:
         return {"videos": counts, "dropped": len(self.dropped),
                 "features": {s.name: self.sources.dim(s.name) for s in self.specs},
                 "labels": f"{self.labels.format} ({self.labels.level}, {self.labels.kind}, "
-                          f"{len(self.labels.targets)} targets)"}
+                          f"{_describe_targets(self.labels)})",
+                "grouped_by": grouping(self.labels, self.cfg.labels)}
 
 
 @dataclass
@@ -128,10 +130,7 @@ def check_config(cfg: FuseConfig, *, training: bool = True) -> list[str]:
 
     _fraction(p, "labels.val_fraction", lab.val_fraction)
     _fraction(p, "labels.test_fraction", lab.test_fraction)
-    if lab.folds < 0 or (lab.folds > 0 and not 0 <= lab.fold < lab.folds):
-        p.append(f"labels.fold: must be in [0, folds={lab.folds}), got {lab.fold}")
-    if lab.official_val_fold and lab.folds < 2:
-        p.append(f"labels.official_val_fold: needs labels.folds >= 2, got {lab.folds}")
+    p += check_folds(lab)
     if lab.fps < 0:
         p.append(f"labels.fps: must be >= 0, got {lab.fps}")
 
@@ -228,8 +227,9 @@ def plan_run(cfg: FuseConfig, problems: list[str]) -> RunPlan | None:
     elif dropped:
         log.warning("dropped %d labelled videos that lack features (--drop-missing)",
                     len(dropped))
+    needed = ("train",) if lab.train_val_mix else ("train", "val")  # mix: no val split
     labelled = {s: sum(1 for r in requests if r.split == s and r.labels.valid.any())
-                for s in ("train", "val")}
+                for s in needed}
     for split, n in labelled.items():
         if n == 0:
             problems.append(f"splits: no labelled {split} video has every feature "
@@ -256,6 +256,13 @@ def plan_run(cfg: FuseConfig, problems: list[str]) -> RunPlan | None:
         elif lab.fps == 0:
             problems += _check_frame_counts(requests, sources, timing)
     return RunPlan(cfg, labels, splits, specs, sources, requests, dropped, grid, timing)
+
+
+def _describe_targets(labels: LabelSet) -> str:
+    """``2 targets`` / ``1 class column, 4 classes``."""
+    if labels.kind == "classification":
+        return f"1 class column, {len(labels.targets)} classes"
+    return f"{len(labels.targets)} targets"
 
 
 def _check_task_fits(cfg: FuseConfig, labels: LabelSet) -> list[str]:
