@@ -15,10 +15,11 @@ import numpy as np
 
 from fuse.config import LabelConfig
 from fuse.data.align import ALIGNMENTS, Aligned, Grid
+from fuse.data.cache import StageCache
 from fuse.data.features import FeatureSources, FeatureSpec
 from fuse.data.fill import apply_fill
 from fuse.data.grid import GridSpec, fixed_grid, frame_times
-from fuse.data.normalize import Moments, Normalizer
+from fuse.data.normalize import GroupNormalizer, Moments, Normalizer, fit_normalizer
 from fuse.errors import DataError
 from fuse.labels.base import VideoLabels
 
@@ -32,6 +33,7 @@ class VideoRequest:
     video: str
     split: str  # train | val | test | predict
     labels: VideoLabels | None = None
+    group: str | None = None  # its split group (speaker); data.normalize=group z-scores by it
 
 
 @dataclass
@@ -86,52 +88,95 @@ class FusedData:
         return self.y[rows], self.y_valid[rows]
 
 
+@dataclass
+class StagedVideo:
+    """One video read and aligned onto its grid, before normalisation (what a cache keeps)."""
+
+    times: np.ndarray  # (N,) step times
+    frames: np.ndarray | None  # (N,) label frame index (per-frame grids)
+    aligned: dict[str, Aligned]  # feature → its values on the grid
+    moments: dict[str, Moments]  # feature → sums over the video's valid source rows ({}
+    #                              when not needed: a given normaliser, a non-fitting split)
+
+    @property
+    def nbytes(self) -> int:
+        return int(sum(a.values.nbytes + a.valid.nbytes for a in self.aligned.values())
+                   + self.times.nbytes)
+
+
 def load_fused(sources: FeatureSources, specs: list[FeatureSpec], requests: list[VideoRequest],
                *, level: str, grid: GridSpec, fill: str, timing: FrameTiming,
                normalizer: Normalizer | None = None,
-               fit_splits: tuple[str, ...] = ("train",)) -> tuple[FusedData, Normalizer]:
-    """Read, align and pack ``requests``; fit the normaliser on ``fit_splits`` unless given."""
+               fit_splits: tuple[str, ...] = ("train",), normalize: str = "global",
+               cache: StageCache | None = None) -> tuple[FusedData, Normalizer]:
+    """Read, align and pack ``requests``; fit the normaliser unless given: ``global`` on the
+    valid rows of ``fit_splits``, ``group`` per request group on all its videos (features
+    only), ``none``. ``cache`` keeps staged videos for later calls with the same inputs."""
     started = time.perf_counter()
     names = [s.name for s in specs]
     dims = [sources.dim(n) for n in names]
-    moments = {n: Moments(d) for n, d in zip(names, dims, strict=True)}
-    staged = []  # per video: (grid times, frames, {feature: Aligned})
-    for req in requests:
-        arrays = {s.name: sources.read(s.name, req.video) for s in specs}
-        g, frames = _video_grid(req, arrays, level, grid, timing)
-        aligned = {}
-        for s in specs:
-            fa = arrays.pop(s.name)
-            if normalizer is None and req.split in fit_splits:
-                moments[s.name].add(fa.data if fa.mask.all() else fa.data[fa.mask])
-            aligned[s.name] = ALIGNMENTS.get(s.align)(fa.data, fa.timestamps, fa.mask, g)
-        staged.append((g.times, frames, aligned))
+    by_group = normalize == "group" or isinstance(normalizer, GroupNormalizer)
+    staged = [_stage(req, sources, specs, level, grid, timing, dims, cache,
+                     moments=cache is not None or by_group
+                     or (normalizer is None and req.split in fit_splits))
+              for req in requests]
+    groups = [r.group or r.video for r in requests]
     if normalizer is None:
-        normalizer = Normalizer.fit(moments)
+        fits = [by_group or r.split in fit_splits for r in requests]  # group: every video
+        normalizer = fit_normalizer(normalize, names, dims, [st.moments for st in staged],
+                                    fits, groups)
+    elif isinstance(normalizer, GroupNormalizer):
+        normalizer = normalizer.with_groups_of(names, dims, [st.moments for st in staged],
+                                               groups)
 
-    lengths = np.array([len(t) for t, _, _ in staged], dtype=np.int64)
+    lengths = np.array([len(st.times) for st in staged], dtype=np.int64)
     offsets = np.concatenate([[0], np.cumsum(lengths)[:-1]]).astype(np.int64)
     total = int(lengths.sum())
     x = np.zeros((total + 1, sum(dims)), np.float16)  # (R + 1, D)
     valid = np.zeros((total + 1, len(names)), bool)  # (R + 1, F)
     cols = np.concatenate([[0], np.cumsum(dims)])
-    for v, (times, _, aligned) in enumerate(staged):
+    for v, st in enumerate(staged):
         rows = slice(offsets[v], offsets[v] + lengths[v])
         for f, name in enumerate(names):
-            a: Aligned = aligned.pop(name)
-            z = normalizer.apply(name, a.values)  # (N, D_f) float32
-            apply_fill(z, a.valid, times, fill)
+            a: Aligned = st.aligned[name]
+            z = normalizer.apply(name, a.values, groups[v])  # (N, D_f) float32
+            apply_fill(z, a.valid, st.times, fill)
             x[rows, cols[f] : cols[f + 1]] = z
             valid[rows, f] = a.valid
 
     data = FusedData(names, dims, level, [r.video for r in requests],
                      np.array([r.split for r in requests], dtype=object), offsets, lengths, x,
-                     valid, [t for t, _, _ in staged], [fr for _, fr, _ in staged])
+                     valid, [st.times for st in staged], [st.frames for st in staged])
     if all(r.labels is not None for r in requests) and requests:
         data.y, data.y_valid = _pack_targets(requests, level, total)
     log.info("loaded %d videos, %d steps, %d features (%d dims) in %.1f s", len(requests), total,
              len(names), x.shape[1], time.perf_counter() - started)
     return data, normalizer
+
+
+def _stage(req: VideoRequest, sources: FeatureSources, specs: list[FeatureSpec], level: str,
+           grid: GridSpec, timing: FrameTiming, dims: list[int],
+           cache: StageCache | None, moments: bool = True) -> StagedVideo:
+    """Read each feature of one video once and align it onto the video's grid; with
+    ``moments`` also sum its valid source rows (for fitting the normaliser)."""
+    key = None
+    if cache is not None:
+        key = cache.key(sources, specs, req, level, grid, timing)
+        if (hit := cache.get(key)) is not None:
+            return hit
+    arrays = {s.name: sources.read(s.name, req.video) for s in specs}
+    g, frames = _video_grid(req, arrays, level, grid, timing)
+    aligned, sums = {}, {}
+    for s, dim in zip(specs, dims, strict=True):
+        fa = arrays.pop(s.name)
+        if moments:
+            sums[s.name] = Moments(dim)
+            sums[s.name].add(fa.data if fa.mask.all() else fa.data[fa.mask])
+        aligned[s.name] = ALIGNMENTS.get(s.align)(fa.data, fa.timestamps, fa.mask, g)
+    staged = StagedVideo(g.times, frames, aligned, sums)
+    if cache is not None:
+        cache.put(key, staged)
+    return staged
 
 
 def _video_grid(req: VideoRequest, arrays: dict, level: str, spec: GridSpec,
