@@ -15,7 +15,7 @@ from typing import Any
 import numpy as np
 
 from fuse.config import FuseConfig, build_config, save_config
-from fuse.errors import ConfigError, DataError
+from fuse.errors import ConfigError, DataError, FuseError
 from fuse.outputs.rundir import RunDir, write_json
 from fuse.validate import RunPlan, Validation, validate
 
@@ -37,15 +37,60 @@ class RunResult:
 
 def check(config: FuseConfig | dict[str, Any], *, training: bool = True) -> Validation:
     """Validate a config (and its labels and stores) without training."""
+    from fuse.tasks import TASKS, build_task
+    from fuse.training import options
     from fuse.training.snapshots import check as check_snapshots
 
     cfg, problems = (config, []) if isinstance(config, FuseConfig) else build_config(config)
+    cfg = _resolve_auto(cfg)
     problems += check_snapshots(cfg)  # train-val mix and the snapshot window
+    problems += options.check(cfg)  # normalisation, class weights, classic encoders, keep
     result = validate(cfg, training=training)
     plan = result.plan
-    if plan is not None and cfg.labels.train_val_mix:
-        plan = _mix_train_val(plan)
+    if plan is not None:
+        plan = _grouped(plan)
+        if cfg.labels.train_val_mix:
+            plan = _mix_train_val(plan)
+        if cfg.task.name in TASKS:
+            problems += options.check_plan(cfg, plan, build_task(cfg.task, plan.labels.targets))
     return Validation(problems + result.problems, None if problems else plan)
+
+
+def _resolve_auto(cfg: FuseConfig) -> FuseConfig:
+    """``data.align=auto``: ``mean`` (every row of a step pooled) for per-video labels,
+    ``nearest`` for per-frame labels; the resolved config records which."""
+    if cfg.data.align != "auto":
+        return cfg
+    level = _label_level(cfg)
+    align = "mean" if level == "video" else "nearest"
+    return dataclasses.replace(cfg, data=dataclasses.replace(cfg.data, align=align))
+
+
+def _label_level(cfg: FuseConfig) -> str | None:
+    """frame | video as the label format declares it (csv: read the file); None if unknown."""
+    from fuse.labels.base import LABEL_FORMATS, get_adapter
+
+    if cfg.labels.format not in LABEL_FORMATS:
+        return None
+    adapter = get_adapter(cfg.labels.format)
+    if adapter.level != "any":
+        return adapter.level
+    if adapter.check(cfg.labels):
+        return None  # reported by validation
+    try:
+        return adapter.load(cfg.labels).level
+    except (FuseError, OSError, ValueError):
+        return None  # reported by validation
+
+
+def _grouped(plan: RunPlan) -> RunPlan:
+    """Each request carries its split group (the one grouping rule of fuse.labels.splits)."""
+    from fuse.labels.splits import group_of
+
+    lab = plan.cfg.labels
+    requests = [dataclasses.replace(r, group=group_of(plan.labels, r.video, lab))
+                for r in plan.requests]
+    return dataclasses.replace(plan, requests=requests)
 
 
 def _mix_train_val(plan: RunPlan) -> RunPlan:
@@ -57,22 +102,30 @@ def _mix_train_val(plan: RunPlan) -> RunPlan:
     return dataclasses.replace(plan, splits=splits, requests=requests)
 
 
-def train(config: FuseConfig | dict[str, Any], *, resume: bool = False) -> RunResult:
+def train(config: FuseConfig | dict[str, Any], *, resume: bool = False,
+          cache: Any = None) -> RunResult:
     """Train one run into ``output.dir``: checkpoints, log, post-processing chosen on val,
     metrics per split, predictions in the labels' submission format and their continuous
-    outputs (``predictions/<split>_outputs.npz``), plots. With ``labels.train_val_mix`` the
-    outputs are the combined outputs of the snapshot epochs."""
+    outputs (``predictions/<split>_outputs.npz``), confusion matrices, plots. With
+    ``labels.train_val_mix`` the outputs are the combined outputs of the snapshot epochs; a
+    classic encoder (svm, logreg, ridge) is fitted once instead of trained by epochs.
+    ``cache`` (a :class:`fuse.data.cache.StageCache`) keeps staged videos for the next run."""
     import torch
 
     from fuse.data.batches import Batcher, Planner
     from fuse.data.dataset import load_fused
     from fuse.labels.base import get_adapter
+    from fuse.labels.splits import split_report
     from fuse.model.net import FusionNet, ModelSpec
     from fuse.outputs import results
+    from fuse.outputs.confusion import write_confusion
     from fuse.outputs.raw import RawOutputs, outputs_path
+    from fuse.outputs.truth import add_truth
     from fuse.post.pipeline import PostProcess, tune_post
     from fuse.tasks import build_task
-    from fuse.training.checkpoint import load_checkpoint
+    from fuse.training import snapshots
+    from fuse.training.checkpoint import load_checkpoint, prune_checkpoints
+    from fuse.training.classic import fit_classic
     from fuse.training.inference import predict_videos
     from fuse.training.loop import Job, fit
     from fuse.training.seed import pick_device, seed_everything
@@ -87,16 +140,19 @@ def train(config: FuseConfig | dict[str, Any], *, resume: bool = False) -> RunRe
                     run.root)
     save_config(cfg, run.config)
     summary = plan.summary()
-    log.info("labels %s; videos %s; features %s", summary["labels"], summary["videos"],
-             summary["features"])
+    split_info = split_report(plan.labels, plan.splits, cfg.labels)
+    log.info("labels %s; videos %s; features %s; splits grouped by %s", summary["labels"],
+             summary["videos"], summary["features"], split_info["grouped_by"])
 
     if cfg.train.threads > 0:
         torch.set_num_threads(cfg.train.threads)
     seed_everything(cfg.train.seed, cfg.train.deterministic)
     device = pick_device(cfg.train.device)
     data, normalizer = load_fused(plan.sources, plan.specs, plan.requests, level=plan.level,
-                                  grid=plan.grid, fill=cfg.data.fill, timing=plan.timing)
+                                  grid=plan.grid, fill=cfg.data.fill, timing=plan.timing,
+                                  normalize=cfg.data.normalize, cache=cache)
     task = build_task(cfg.task, plan.labels.targets)
+    _class_weights(task, data, cfg)
     spec = ModelSpec(data.features, data.dims, cfg.data.mask_channels, task.out_dim, plan.level)
     model = FusionNet(spec, cfg.model).to(device)
     log.info("model: %s parameters", f"{sum(p.numel() for p in model.parameters()):,}")
@@ -105,7 +161,8 @@ def train(config: FuseConfig | dict[str, Any], *, resume: bool = False) -> RunRe
     meta = {"config": cfg.to_dict(), "spec": spec.to_dict(), "targets": plan.labels.targets,
             "label_format": plan.labels.format, "label_kind": plan.labels.kind,
             "normalizer": normalizer.state_dict()}
-    state = fit(Job(cfg, model, task, data, batcher, planner, run, meta), resume=resume)
+    job = Job(cfg, model, task, data, batcher, planner, run, meta)
+    state = fit_classic(job) if model.classic else fit(job, resume=resume)
 
     videos = {s: data.indices(s) for s in ("train", "val", "test")}
     saved = [s for s in dict.fromkeys(["val", "test", *cfg.output.predict_splits])
@@ -121,24 +178,38 @@ def train(config: FuseConfig | dict[str, Any], *, resume: bool = False) -> RunRe
             times=[data.times[v] if data.level == "frame" else None for v in vids],
             labels=[data.targets_of(v) for v in vids], decision=decision)
 
-    if cfg.labels.train_val_mix:  # no val: fixed post-processing, the snapshots combined
+    mix = cfg.labels.train_val_mix
+    if mix and not model.classic:  # no val: fixed post-processing, the snapshots combined
         preds, post, metrics = _snapshot_outputs(model, task, batcher, planner, videos, cfg,
                                                  run.root, state.epoch, raw, saved)
         applied = PostProcess(decision=post.decision)  # already applied to each snapshot
-    else:  # the best weights: post-processing chosen on val
+    else:  # the best weights: post-processing chosen on val (fixed without a val split)
         model.load_state_dict(load_checkpoint(run.best)["model"])
         preds = {s: predict_videos(model, task, batcher, planner, v, cfg.train.amp)
                  for s, v in videos.items()}
-        post = tune_post(task, preds["val"], [data.targets_of(v)[0] for v in videos["val"]],
-                         [data.targets_of(v)[1] for v in videos["val"]], cfg.post, plan.level)
+        if len(videos["val"]):
+            post = tune_post(task, preds["val"], [data.targets_of(v)[0] for v in videos["val"]],
+                             [data.targets_of(v)[1] for v in videos["val"]], cfg.post,
+                             plan.level)
+        else:
+            post = snapshots.fixed_post(task, cfg.post)
         applied = post
         metrics = {"best_epoch": state.best_epoch, "best_val_score": state.best_score,
                    "epochs": state.epoch}
+        if mix:
+            metrics["validation"] = ("none: labels.train_val_mix fits on train + val together; "
+                                     "'train' scores are in-sample")
+            metrics["best_val_score"] = None
     write_json(run.post, post.to_dict())
+    metrics["score_metric"] = task.metric_label
+    metrics["splits"] = split_info
+    if getattr(task, "class_weights", None) is not None:
+        metrics["class_weights"] = dict(zip(plan.labels.targets,
+                                            np.asarray(task.class_weights).tolist(), strict=True))
     metrics["dropped_videos"] = sorted(plan.dropped)
     for split, vids in videos.items():
         if scores := results.split_scores(task, data, vids, preds[split], applied):
-            if cfg.labels.train_val_mix:
+            if mix and not model.classic:
                 scores.pop("raw/score", None)  # the snapshots' outputs are post-processed
             metrics[split] = scores
     for split in saved:
@@ -150,21 +221,48 @@ def train(config: FuseConfig | dict[str, Any], *, resume: bool = False) -> RunRe
         if len(videos[split]):
             final = results.final_predictions(task, data, videos[split], preds[split], applied,
                                               plan.labels.targets, plan.labels.kind)
-            files += results.write_split(adapter, final, run.predictions, split)
+            written = results.write_split(adapter, final, run.predictions, split)
+            add_truth(run.predictions / f"{split}.csv", data, videos[split],
+                      plan.labels.targets, plan.labels.kind)
+            files += written
+    if task.label_kind == "classification":
+        for split in ("val", "test"):
+            if split in metrics:
+                decided = [task.decide(applied.apply(p), applied.decision) for p in preds[split]]
+                write_confusion(run.root, split, decided,
+                                [data.targets_of(v) for v in videos[split]], task.targets,
+                                plot=cfg.output.plots)
     write_json(run.metrics, metrics)
     if cfg.output.plots:
         results.write_plots(run, task, data, preds["val"], post, metrics.get("val", {}))
+    prune_checkpoints(run, cfg.train)
     log.info("run written to %s", run.root)
-    best_epoch = state.epoch if cfg.labels.train_val_mix else state.best_epoch
-    best_score = None if cfg.labels.train_val_mix else state.best_score  # no val split
+    best_epoch = state.epoch if mix else state.best_epoch
+    best_score = None if mix else state.best_score  # no val split
     return RunResult(run.root, best_epoch, best_score, metrics, cfg, files)
+
+
+def _class_weights(task, data, cfg: FuseConfig) -> None:
+    """``train.class_weights=balanced``: alpha_t from the training split's class counts."""
+    from fuse.tasks.classification import balanced_weights
+
+    if cfg.train.class_weights != "balanced":
+        return
+    counts = np.zeros(len(task.targets))
+    for v in data.indices("train"):
+        y, ok = data.targets_of(v)
+        np.add.at(counts, y[ok[:, 0], 0].astype(int), 1)
+    task.set_class_weights(balanced_weights(counts))
+    log.info("class weights from the training counts %s: %s", counts.astype(int).tolist(),
+             np.round(task.class_weights, 3).tolist())
 
 
 def _snapshot_outputs(model, task, batcher, planner, videos: dict[str, np.ndarray],
                       cfg: FuseConfig, root: Path, epochs_done: int, raw,
                       saved: list[str]) -> tuple[dict[str, list[np.ndarray]], Any, dict]:
     """Train-Val-Mix: each snapshot's post-processed outputs (saved per split under
-    ``snapshots/``), their combination per split, the post-processing, and metrics header."""
+    ``snapshots/``), their combination per split (each target over its own window), the
+    post-processing, and metrics header."""
     from fuse.experiments.ensemble import get_combiner
     from fuse.training import snapshots
 
@@ -177,12 +275,19 @@ def _snapshot_outputs(model, task, batcher, planner, videos: dict[str, np.ndarra
             raw(split, outputs[split], post.decision).save(
                 snapshots.outputs_path(root, epoch, split))
     combine = get_combiner(cfg.train.snapshot_combine, task.label_kind).name
+    per_target = snapshots.target_windows(cfg.train, task.targets)
+    columns = ([per_target[t] for t in task.targets] if cfg.train.snapshot_targets
+               else None)
     metrics = {"validation": "none: labels.train_val_mix trains on train + val together, so "
                              "there is no validation score; 'train' scores are in-sample",
                "best_epoch": None, "best_val_score": None, "epochs": epochs_done,
                "train_val_mix": {"snapshot_epochs": epochs, "combine": combine,
                                  "train_videos": int(len(videos["train"]))}}
-    return snapshots.combine_snapshots(per_epoch, task.label_kind, combine), post, metrics
+    if columns is not None:
+        metrics["train_val_mix"]["target_epochs"] = {t: [w[0], w[-1]]
+                                                     for t, w in per_target.items()}
+    return (snapshots.combine_snapshots(per_epoch, task.label_kind, combine, columns), post,
+            metrics)
 
 
 def evaluate(run_dir: str | Path, split: str = "val") -> dict[str, float]:

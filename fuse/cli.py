@@ -27,7 +27,7 @@ Task = Annotated[str | None, typer.Option("--task", help="va | expr | au | eri |
 Visual = Annotated[str | None, typer.Option("--visual", help="visual features: a,b or a:mean")]
 Audio = Annotated[str | None, typer.Option("--audio", help="audio features: c or c:mean")]
 Encoder = Annotated[str | None, typer.Option("--encoder", help="lstm | gru | transformer | "
-                                                               "identity")]
+                                                               "identity | svm | logreg | ridge")]
 Out = Annotated[str | None, typer.Option("--out", help="run folder")]
 Config = Annotated[list[str] | None, typer.Option(
     "--config", help="YAML file or preset name (repeatable; later wins)")]
@@ -64,8 +64,12 @@ def train(store: Store = None, labels: Labels = None, label_format: LabelFormat 
     layers = _layers(config, store, labels, label_format, partition, task, visual, audio,
                      encoder, out, drop_missing, overrides)
     result = _guard(lambda: api.train(layers, resume=resume))
-    _console().print(metrics_table(result.metrics, f"{result.out_dir} (best epoch "
-                                                   f"{result.best_epoch})"))
+    console = _console()
+    console.print(metrics_table(result.metrics, f"{result.out_dir} (best epoch "
+                                                f"{result.best_epoch})"))
+    if splits := result.metrics.get("splits"):
+        console.print(f"score: {result.metrics.get('score_metric', 'score')}; splits grouped by "
+                      f"{splits['grouped_by']}")
 
 
 @app.command()
@@ -87,7 +91,8 @@ def validate(store: Store = None, labels: Labels = None, label_format: LabelForm
         raise typer.Exit(1)
     summary = result.plan.summary()
     console.print(f"[green]ok[/green]: {summary['labels']}; videos {summary['videos']}; "
-                  f"dropped {summary['dropped']}; features {summary['features']}")
+                  f"dropped {summary['dropped']}; features {summary['features']}; splits "
+                  f"grouped by {summary.get('grouped_by', 'video')}")
 
 
 @app.command("eval")
@@ -176,8 +181,9 @@ def grid(grid_file: Annotated[Path | None, typer.Option("--grid", help="grid YAM
          encoders: Annotated[str | None, typer.Option("--encoders", help="lstm,transformer")
                              ] = None,
          seeds: Annotated[str | None, typer.Option("--seeds", help="0,1,2")] = None,
-         folds: Annotated[int | None, typer.Option("--folds", help="k-fold cross-validation "
-                                                   "grouped by labels.group_by")] = None,
+         folds: Annotated[str | None, typer.Option(
+             "--folds", help="k (k-fold) or loso (leave one group out), grouped by "
+                             "labels.group_by; each fold held out as test (nested)")] = None,
          ensemble_top: Annotated[int | None, typer.Option(
              "--ensemble-top", help="then ensemble the best run of the K best cells")] = None,
          workers: Annotated[int, typer.Option(help="parallel CPU jobs")] = 1,
@@ -189,7 +195,8 @@ def grid(grid_file: Annotated[Path | None, typer.Option("--grid", help="grid YAM
     """Run an ablation grid (features x encoders x params x seeds [x folds]), rank the cells.
 
     A re-run skips finished jobs; a failing job is recorded and the grid goes on. Writes
-    results.csv, ranking.csv/.md, folds.csv (k-fold), heatmap.png and seeds.png into --out.
+    results.csv, ranking.csv/.md, folds.csv and pooled.csv + pooled/ (folds: every fold's
+    held-out predictions scored together, confusion matrices), heatmap.png and seeds.png.
 
     Example: fuse grid --config va_lstm --store f.zarr --labels l.csv --label-format csv
     --visual-sets 'fer;fer,densenet' --audio-sets ';egemaps' --seeds 0,1 --workers 2
@@ -213,7 +220,7 @@ def grid(grid_file: Annotated[Path | None, typer.Option("--grid", help="grid YAM
     if seeds:
         raw["seeds"] = [int(x) for x in _split(seeds) or []]
     if folds is not None:
-        raw["folds"] = folds
+        raw["folds"] = int(folds) if folds.strip().isdigit() else folds.strip()
     if ensemble_top is not None:
         raw["ensemble_top"] = ensemble_top
     spec = _guard(lambda: load_grid(raw))
