@@ -313,16 +313,19 @@ def evaluate(run_dir: str | Path, split: str = "val") -> dict[str, float]:
 
 
 def predict(run_dir: str | Path, stores: list[str], out: str | Path,
-            videos: list[str] | None = None) -> list[Path]:
+            videos: list[str] | None = None, groups: str | Path | None = None) -> list[Path]:
     """Predict every video of ``stores`` that has the run's features (or only ``videos``).
 
     ``out`` ending in ``.csv`` gives one table; otherwise a folder in the labels' own
     submission layout (Aff-Wild2: one file per video). The run's resolved config is saved
-    beside it as ``<out stem>.config.yaml``.
+    beside it as ``<out stem>.config.yaml``. ``groups``: a CSV giving each video's group
+    (a video column and the run's ``labels.group_by`` column, or ``group``), needed by runs
+    with ``data.normalize=group`` for videos they were not trained with.
     """
     from fuse.data.dataset import VideoRequest
     from fuse.data.features import FeatureSources
     from fuse.labels.base import get_adapter
+    from fuse.labels.splits import read_groups
     from fuse.outputs.results import final_predictions
     from fuse.saved import SavedRun
 
@@ -337,7 +340,9 @@ def predict(run_dir: str | Path, stores: list[str], out: str | Path,
                         f"{', '.join(missing[:10])}")
     if not videos:
         raise DataError(f"no video in {stores} has every feature of {features}")
-    data = saved.load_data(sources, [VideoRequest(v, "predict") for v in videos])
+    given = read_groups(groups, saved.cfg.labels.group_by) if groups else {}
+    data = saved.load_data(sources, [VideoRequest(v, "predict", group=given.get(v))
+                                     for v in videos])
     final = final_predictions(saved.task, data, np.arange(len(videos)), saved.predict(data),
                               saved.post, saved.targets, saved.label_kind)
     out = Path(out)

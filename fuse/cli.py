@@ -114,12 +114,16 @@ def predict(run: Annotated[Path, typer.Option("--run", help="run folder")],
                                                             "challenge's per-video files")],
             videos: Annotated[str | None, typer.Option("--videos", help="only these ids, "
                                                                         "comma-separated")] = None,
+            groups: Annotated[Path | None, typer.Option(
+                "--groups", help="CSV of each video's group (a video column and the run's "
+                                 "labels.group_by column, or 'group'); runs with "
+                                 "data.normalize=group need it for new videos")] = None,
             ) -> None:
     """Predict every video in the store(s) that has the run's features."""
     from fuse import api
 
     files = _guard(lambda: api.predict(run, _split(store), out,
-                                       _split(videos) if videos else None))
+                                       _split(videos) if videos else None, groups))
     _console().print(f"wrote {len(files)} file(s) under {out}")
 
 

@@ -125,7 +125,16 @@ def load_fused(sources: FeatureSources, specs: list[FeatureSpec], requests: list
         fits = [by_group or r.split in fit_splits for r in requests]  # group: every video
         normalizer = fit_normalizer(normalize, names, dims, [st.moments for st in staged],
                                     fits, groups)
+        if isinstance(normalizer, GroupNormalizer):
+            normalizer.videos = {r.video: g for r, g in zip(requests, groups, strict=True)}
     elif isinstance(normalizer, GroupNormalizer):
+        found = [normalizer.group_of(r.video, r.group) for r in requests]
+        if unknown := [r.video for r, g in zip(requests, found, strict=True) if g is None]:
+            raise DataError(f"data.normalize=group: {len(unknown)} videos have no known group "
+                            f"({', '.join(unknown[:5])}{' …' if len(unknown) > 5 else ''}); "
+                            "give each video's group (fuse predict --groups CSV with a video "
+                            "and a group column)")
+        groups = [str(g) for g in found]
         normalizer = normalizer.with_groups_of(names, dims, [st.moments for st in staged],
                                                groups)
 

@@ -3,8 +3,9 @@
 - ``global``: one mean / std per feature from the valid rows of the training videos only;
 - ``group``: one per group (speaker, subject: ``labels.group_by``) and feature, from all of that
   group's videos in every split. Features only, never labels, so a held-out speaker is
-  normalised by their own recordings (speaker normalisation, as in speech emotion work); at
-  ``predict`` time a group the run never saw is fitted on its own videos;
+  normalised by their own recordings (speaker normalisation, as in speech emotion work). At
+  ``predict`` time a video keeps the group it was fitted with; a new video needs its group
+  given (``fuse predict --groups``), and a group the run never saw is fitted on its own videos;
 - ``none``: the stored values as they are.
 """
 
@@ -96,6 +97,12 @@ class GroupNormalizer(Normalizer):
     used by nothing but kept for inspection)."""
 
     groups: dict[str, Normalizer] = field(default_factory=dict)  # group → its statistics
+    videos: dict[str, str] = field(default_factory=dict)  # video → group, for the videos the
+    #                                                       statistics were fitted on
+
+    def group_of(self, video: str, given: str | None) -> str | None:
+        """A video's group: the one given (labels, --groups), else the one it was fitted with."""
+        return given or self.videos.get(video)
 
     def apply(self, name: str, values: np.ndarray, group: str | None = None) -> np.ndarray:
         if group not in self.groups:
@@ -113,17 +120,20 @@ class GroupNormalizer(Normalizer):
                     "own videos' statistics (without labels, each video is its own group)",
                     len(new))
         fitted = fit_group(names, dims, moments, [g in new for g in groups], groups)
-        return GroupNormalizer(self.mean, self.std, {**self.groups, **fitted.groups})
+        return GroupNormalizer(self.mean, self.std, {**self.groups, **fitted.groups},
+                               dict(self.videos))
 
     def state_dict(self) -> dict:
         return {"kind": "group", **super().state_dict(),
-                "groups": {g: n.state_dict() for g, n in self.groups.items()}}
+                "groups": {g: n.state_dict() for g, n in self.groups.items()},
+                "videos": dict(self.videos)}
 
     @classmethod
     def from_state_dict(cls, state: dict) -> GroupNormalizer:
         base = Normalizer.from_state_dict({"mean": state["mean"], "std": state["std"]})
         return cls(base.mean, base.std, {g: Normalizer.from_state_dict(n)
-                                         for g, n in state["groups"].items()})
+                                         for g, n in state["groups"].items()},
+                   dict(state.get("videos", {})))
 
 
 # ------------------------------------------------------------------------------ fitting

@@ -114,6 +114,8 @@ class GenericCSV(LabelAdapter):
                     if {str(x).strip() for x in table[c].dropna()} <= known | {"-1"}]
             if len(fits) == 1:
                 return fits
+            if len(rest) == 1:  # the only column: its cells are checked against the classes
+                return rest
             raise LabelError(f"{cfg.path}: cannot tell which column holds the classes "
                              f"{_listing(cfg.classes)} (candidates: {fits or rest}); name it "
                              "with labels.targets=COLUMN")

@@ -20,6 +20,7 @@ Cross-validation (``labels.folds``: k or ``loso``) has two modes, ``labels.fold_
 from __future__ import annotations
 
 import logging
+from pathlib import Path
 
 import numpy as np
 
@@ -279,6 +280,25 @@ def split_report(labels: LabelSet, splits: dict[str, str], cfg: LabelConfig) -> 
         log.warning("%d groups (grouped by %s) have videos in the test split and in train / "
                     "val: %s", len(shared), grouping(labels, cfg), _names(shared))
     return report
+
+
+def read_groups(path: str | Path, column: str = "") -> dict[str, str]:
+    """``{video: group}`` from a CSV with a video id column and ``column`` (or ``group``)."""
+    import pandas as pd
+
+    from fuse.labels.partition import ID_COLUMNS, clean_id
+
+    table = pd.read_csv(path, dtype=str)
+    id_col = next((c for c in ID_COLUMNS if c in table.columns), None)
+    names = [c for c in (column if column not in ("", "video") else "", "group") if c]
+    group_col = next((c for c in names if c in table.columns), None)
+    if id_col is None or group_col is None:
+        raise LabelError(f"groups {path}: needs a video id column (one of {ID_COLUMNS}) and a "
+                         f"group column ({' or '.join(names)}); it has {list(table.columns)}")
+    if missing := table.index[table[group_col].isna()].tolist():
+        raise LabelError(f"groups {path} line {missing[0] + 2}, column {group_col!r}: empty "
+                         "group")
+    return {clean_id(v): str(g) for v, g in zip(table[id_col], table[group_col], strict=True)}
 
 
 def _shuffled(names: list[str], seed: int) -> list[str]:

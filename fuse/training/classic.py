@@ -64,7 +64,7 @@ def fit_classic(job: Job) -> TrainState:
     save_checkpoint(job.run.last, {**payload, "raw_model": model.state_dict(), "ema": None,
                                    "optimizer": None, "state": asdict(state),
                                    "torch_rng": torch.get_rng_state()})
-    EpochLog(job.run.log).add({"epoch": 1, "train_loss": "", "val_score": f"{score:.6f}",
+    EpochLog(job.run.log).add({"epoch": 1, "train_loss": "nan", "val_score": f"{score:.6f}",
                                "lr": "", "seconds": f"{seconds:.3f}", "data_seconds": "",
                                "eval_seconds": "", "best": 1})
     return state
