@@ -15,7 +15,7 @@ from typing import Any
 import numpy as np
 
 from fuse.config import FuseConfig, build_config, save_config
-from fuse.errors import ConfigError, DataError, FuseError
+from fuse.errors import ConfigError, DataError
 from fuse.outputs.rundir import RunDir, write_json
 from fuse.validate import RunPlan, Validation, validate
 
@@ -42,7 +42,7 @@ def check(config: FuseConfig | dict[str, Any], *, training: bool = True) -> Vali
     from fuse.training.snapshots import check as check_snapshots
 
     cfg, problems = (config, []) if isinstance(config, FuseConfig) else build_config(config)
-    cfg = _resolve_auto(cfg)
+    cfg = options.resolve_auto(cfg)
     problems += check_snapshots(cfg)  # train-val mix and the snapshot window
     problems += options.check(cfg)  # normalisation, class weights, classic encoders, keep
     result = validate(cfg, training=training)
@@ -54,33 +54,6 @@ def check(config: FuseConfig | dict[str, Any], *, training: bool = True) -> Vali
         if cfg.task.name in TASKS:
             problems += options.check_plan(cfg, plan, build_task(cfg.task, plan.labels.targets))
     return Validation(problems + result.problems, None if problems else plan)
-
-
-def _resolve_auto(cfg: FuseConfig) -> FuseConfig:
-    """``data.align=auto``: ``mean`` (every row of a step pooled) for per-video labels,
-    ``nearest`` for per-frame labels; the resolved config records which."""
-    if cfg.data.align != "auto":
-        return cfg
-    level = _label_level(cfg)
-    align = "mean" if level == "video" else "nearest"
-    return dataclasses.replace(cfg, data=dataclasses.replace(cfg.data, align=align))
-
-
-def _label_level(cfg: FuseConfig) -> str | None:
-    """frame | video as the label format declares it (csv: read the file); None if unknown."""
-    from fuse.labels.base import LABEL_FORMATS, get_adapter
-
-    if cfg.labels.format not in LABEL_FORMATS:
-        return None
-    adapter = get_adapter(cfg.labels.format)
-    if adapter.level != "any":
-        return adapter.level
-    if adapter.check(cfg.labels):
-        return None  # reported by validation
-    try:
-        return adapter.load(cfg.labels).level
-    except (FuseError, OSError, ValueError):
-        return None  # reported by validation
 
 
 def _grouped(plan: RunPlan) -> RunPlan:

@@ -70,6 +70,9 @@ class Validation:
 
 def validate(cfg: FuseConfig, *, training: bool = True) -> Validation:
     """Every problem with ``cfg`` and its data; the plan when there are none."""
+    from fuse.training.options import resolve_auto
+
+    cfg = resolve_auto(cfg)  # data.align=auto → mean (per-video labels) or nearest
     problems = check_config(cfg, training=training)
     plan = None
     try:

@@ -71,7 +71,7 @@ def test_loso_grid_prints_and_writes_pooled_metrics(loso_grid, corpus):
     assert "pooled test predictions of all folds" in output
     assert all(word in output for word in ("UAR", "accuracy", "macro F1"))
     assert re.search(r"true \\ pred\s+angry\s+happy\s+neutral\s+sad", output)
-    assert "| fold spk00 | fold spk01 | fold spk02 | fold spk03 | mean |" in output
+    assert "| spk00 | spk01 | spk02 | spk03 | mean |" in output
     assert "Splits grouped by column 'speaker'" in output
     ranking = pd.read_csv(grid / "ranking.csv")
     assert len(ranking) == 3 and set(ranking["val_count"]) == {4}  # folds of a cell together

@@ -98,7 +98,7 @@ def fold_table(table):
     rows["fold_name"] = rows["fold_name"].astype(str)
     wide = rows.pivot_table(index=CELL, columns="fold_name", values=split, aggfunc="mean")
     wide = wide[[c for c in order if c in wide.columns]]
-    wide.columns = [f"fold {c}" for c in wide.columns]
+    wide.columns = [f"fold{c}" if c.isdigit() else c for c in wide.columns]  # loso: groups
     wide["mean"] = wide.mean(axis=1)
     return wide.reset_index().sort_values("mean", ascending=False)
 
@@ -215,7 +215,7 @@ def ranking_notes(table, by: str) -> list[str]:
         else:
             notes.append("Folds hold out a **test** fold (nested): epochs and post-processing "
                          "were selected on a validation split drawn from the other groups; "
-                         "`pooled_*` are the metrics of every fold's test predictions together.")
+                         "the pooled metrics score every fold's test predictions together.")
     if "grouped_by" in table and not table.empty:
         groups = sorted({g for g in table["grouped_by"] if g})
         if groups:

@@ -75,8 +75,7 @@ def run_grid(spec: GridSpec, out: str | Path, *, workers: int = 1, gpus: int = 0
     log.info("grid: %d jobs into %s", len(jobs), out)
     results = run_jobs(grid_job, jobs, backend=backend, workers=workers, gpus=gpus,
                        ray_address=ray_address, progress=progress)
-    plots = bool(spec.base.get("output", {}).get("plots", True))
-    files, rank_df, tables = write_results(results, out, spec.metric, plot=plots)
+    files, rank_df, tables = write_results(results, out, spec.metric)
     outcome = GridOutcome(out, results, files, rank_df, spec.metric, tables=tables)
     if spec.ensemble_top >= 2:
         outcome.ensemble = ensemble_top(outcome, spec.ensemble_top)

@@ -3,10 +3,12 @@ snapshot windows, checkpoint pruning): the config alone, then with the labels.""
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 from typing import TYPE_CHECKING
 
 from fuse.config import FuseConfig
+from fuse.errors import FuseError
 
 if TYPE_CHECKING:
     from fuse.tasks.base import Task
@@ -14,6 +16,32 @@ if TYPE_CHECKING:
 
 log = logging.getLogger(__name__)
 KEEP = ("last", "best", "none")  # train.keep
+
+
+def resolve_auto(cfg: FuseConfig) -> FuseConfig:
+    """``data.align=auto``: ``mean`` (every row of a step pooled) for per-video labels,
+    ``nearest`` for per-frame labels; the resolved config records which."""
+    if cfg.data.align != "auto":
+        return cfg
+    align = "mean" if label_level(cfg) == "video" else "nearest"
+    return dataclasses.replace(cfg, data=dataclasses.replace(cfg.data, align=align))
+
+
+def label_level(cfg: FuseConfig) -> str | None:
+    """frame | video as the label format declares it (csv: read the file); None if unknown."""
+    from fuse.labels.base import LABEL_FORMATS, get_adapter
+
+    if cfg.labels.format not in LABEL_FORMATS:
+        return None
+    adapter = get_adapter(cfg.labels.format)
+    if adapter.level != "any":
+        return adapter.level
+    if adapter.check(cfg.labels):
+        return None  # reported by validation
+    try:
+        return adapter.load(cfg.labels).level
+    except (FuseError, OSError, ValueError):
+        return None  # reported by validation
 
 
 def check(cfg: FuseConfig) -> list[str]:
