@@ -135,6 +135,9 @@ def train(config: FuseConfig | dict[str, Any], *, resume: bool = False,
             "label_format": plan.labels.format, "label_kind": plan.labels.kind,
             "normalizer": normalizer.state_dict()}
     job = Job(cfg, model, task, data, batcher, planner, run, meta)
+    if model.classic and (cfg.train.snapshot_epochs or cfg.train.snapshot_targets):
+        log.info("%s is fitted once: there are no epochs, so train.snapshot_epochs / "
+                 "snapshot_targets do not apply", cfg.model.encoder.name)
     state = fit_classic(job) if model.classic else fit(job, resume=resume)
 
     videos = {s: data.indices(s) for s in ("train", "val", "test")}

@@ -80,7 +80,7 @@ def test_loso_grid_prints_and_writes_pooled_metrics(loso_grid, corpus):
     for _, row in pooled.iterrows():
         folder = Path(row["pooled_dir"])
         # recompute from each fold's saved test predictions (with their true labels)
-        runs = jobs[jobs["job"].str.startswith(folder.name.rsplit("__seed", 1)[0])]
+        runs = jobs[jobs["job"].str.startswith(folder.name + "__fold-")]
         assert len(runs) == 4
         parts = [pd.read_csv(Path(r) / "predictions" / "test.csv") for r in runs["run"]]
         both = pd.concat(parts)
@@ -195,7 +195,6 @@ def test_train_val_mix_needs_no_val_split_and_its_grid_ranks_by_test(corpus, tmp
     spec.pop("folds")
     spec["overrides"]["labels"] |= {"path": str(labels), "train_val_mix": True}
     spec["overrides"]["train"] |= {"epochs": 4, "snapshot_epochs": [3, 4]}
-    spec["cells"][0]["params"]["train.snapshot_epochs"] = []  # the SVM has no epochs
     outcome_dir = tmp_path / "g"
     grid_file = tmp_path / "grid.yaml"
     grid_file.write_text(yaml.safe_dump(spec))
@@ -222,7 +221,7 @@ def test_per_target_snapshot_windows(tmp_path):
            "labels": {"path": str(s.labels), "format": "affwild2-va", "train_val_mix": True},
            "task": {"name": "va"},
            "model": {"fusion_dim": 16, "head": [16], "encoder": {"hidden": 16}},
-           "train": {"epochs": 4, "batch_size": 4, "threads": 1,
+           "train": {"epochs": 4, "batch_size": 4, "threads": 1, "keep_snapshots": False,
                      "snapshot_targets": {"valence": [1, 2], "arousal": [3, 4]}},
            "post": {"smooth": False}, "output": {"dir": str(out), "plots": False,
                                                  "predict_splits": ["train"]}}
@@ -232,6 +231,7 @@ def test_per_target_snapshot_windows(tmp_path):
     assert tvm["target_epochs"] == {"valence": [1, 2], "arousal": [3, 4]}
     snaps = {e: RawOutputs.load(out / "snapshots" / f"epoch_{e:03d}_train_outputs.npz").outputs
              for e in (1, 2, 3, 4)}
+    assert not list((out / "snapshots").glob("*.pt"))  # pruned; their outputs stay
     final = RawOutputs.load(outputs_path(out, "train")).outputs
     np.testing.assert_allclose(final[:, 0], (snaps[1][:, 0] + snaps[2][:, 0]) / 2, atol=1e-6)
     np.testing.assert_allclose(final[:, 1], (snaps[3][:, 1] + snaps[4][:, 1]) / 2, atol=1e-6)

@@ -128,8 +128,9 @@ def print_ranking(outcome: GridOutcome, console: Any, top: int = 10) -> None:
 
     df = outcome.ranking
     by = outcome.tables.get("by", "val")
-    title = (f"grid ranking: {by} score ({score_meaning(outcome)}), mean ± std over "
-             "seeds/folds" + (" — RANKED BY TEST (no validation split)" if by == "test" else ""))
+    title = (("RANKED BY TEST (no validation split): " if by == "test" else "")
+             + f"grid ranking: {by} score ({score_meaning(outcome)}), mean ± std over "
+             "seeds/folds")
     table = Table(title=title)
     for col in ("rank", *CELL_COLUMNS, "val", "test", "n"):
         table.add_column(col, justify="left" if col in CELL_COLUMNS else "right")

@@ -73,9 +73,6 @@ def check(cfg: FuseConfig) -> list[str]:
         p.append(f"train.snapshot_epochs: {snaps or t.snapshot_targets} "
                  "are only used with labels.train_val_mix=true (a run with a validation split "
                  "keeps its best epoch)")
-    if classic and (snaps or t.snapshot_targets):
-        p.append(f"train.snapshot_epochs: a classic encoder ({cfg.model.encoder.name}) is "
-                 "fitted once; there are no epochs to snapshot")
     for key, span in [("snapshot_epochs", snaps),
                       *((f"snapshot_targets.{k}", v) for k, v in t.snapshot_targets.items())]:
         if not span and key == "snapshot_epochs":
