@@ -13,6 +13,7 @@ import yaml
 from extract.errors import ConfigError
 
 MODALITIES = ("visual", "audio")
+RATE_WORDS = ("frames", "clip")  # one row per sampled video frame; one row per clip
 CATALOG_ENV = "EXTRACT_FEATURES"
 WEIGHTS_DIR_ENV = "EXTRACT_WEIGHTS_DIR"
 
@@ -27,7 +28,7 @@ class FeatureSpec:
     dim: int  # D of the stored (T, D) arrays
     weights: str | None = None  # HF id, local path, "package:<name>", or None
     input: dict[str, Any] = field(default_factory=dict)  # face_size | sample_rate/window/hop
-    rate: str | float = "frames"  # "frames" or rows per second
+    rate: str | float = "frames"  # "frames", "clip" (one row per clip) or rows per second
     options: dict[str, Any] = field(default_factory=dict)
     extras: dict[str, int] = field(default_factory=dict)  # extra outputs → dims
     paper: str = ""
@@ -131,9 +132,9 @@ def parse_spec(name: str, entry: Any) -> FeatureSpec:
         raise ConfigError(f"feature {name!r}: input.face_size must be a positive integer, got "
                           f"{size!r}")
     rate = entry.get("rate", "frames")
-    if rate != "frames" and not (isinstance(rate, int | float) and rate > 0):
-        raise ConfigError(f"feature {name!r}: rate must be 'frames' or a positive number, "
-                          f"got {rate!r}")
+    if rate not in RATE_WORDS and not (isinstance(rate, int | float) and rate > 0):
+        raise ConfigError(f"feature {name!r}: rate must be 'frames', 'clip' or a positive "
+                          f"number, got {rate!r}")
     spec = FeatureSpec(name=name, **copy.deepcopy(entry))
     if spec.modality == "visual" and not spec.face_size:
         raise ConfigError(f"feature {name!r}: a visual feature needs input.face_size")

@@ -37,15 +37,33 @@ class RunResult:
 
 def check(config: FuseConfig | dict[str, Any], *, training: bool = True) -> Validation:
     """Validate a config (and its labels and stores) without training."""
+    from fuse.tasks import TASKS, build_task
+    from fuse.training import options
     from fuse.training.snapshots import check as check_snapshots
 
     cfg, problems = (config, []) if isinstance(config, FuseConfig) else build_config(config)
+    cfg = options.resolve_auto(cfg)
     problems += check_snapshots(cfg)  # train-val mix and the snapshot window
+    problems += options.check(cfg)  # normalisation, class weights, classic encoders, keep
     result = validate(cfg, training=training)
     plan = result.plan
-    if plan is not None and cfg.labels.train_val_mix:
-        plan = _mix_train_val(plan)
+    if plan is not None:
+        plan = _grouped(plan)
+        if cfg.labels.train_val_mix:
+            plan = _mix_train_val(plan)
+        if cfg.task.name in TASKS:
+            problems += options.check_plan(cfg, plan, build_task(cfg.task, plan.labels.targets))
     return Validation(problems + result.problems, None if problems else plan)
+
+
+def _grouped(plan: RunPlan) -> RunPlan:
+    """Each request carries its split group (the one grouping rule of fuse.labels.splits)."""
+    from fuse.labels.splits import group_of
+
+    lab = plan.cfg.labels
+    requests = [dataclasses.replace(r, group=group_of(plan.labels, r.video, lab))
+                for r in plan.requests]
+    return dataclasses.replace(plan, requests=requests)
 
 
 def _mix_train_val(plan: RunPlan) -> RunPlan:
@@ -57,22 +75,30 @@ def _mix_train_val(plan: RunPlan) -> RunPlan:
     return dataclasses.replace(plan, splits=splits, requests=requests)
 
 
-def train(config: FuseConfig | dict[str, Any], *, resume: bool = False) -> RunResult:
+def train(config: FuseConfig | dict[str, Any], *, resume: bool = False,
+          cache: Any = None) -> RunResult:
     """Train one run into ``output.dir``: checkpoints, log, post-processing chosen on val,
     metrics per split, predictions in the labels' submission format and their continuous
-    outputs (``predictions/<split>_outputs.npz``), plots. With ``labels.train_val_mix`` the
-    outputs are the combined outputs of the snapshot epochs."""
+    outputs (``predictions/<split>_outputs.npz``), confusion matrices, plots. With
+    ``labels.train_val_mix`` the outputs are the combined outputs of the snapshot epochs; a
+    classic encoder (svm, logreg, ridge) is fitted once instead of trained by epochs.
+    ``cache`` (a :class:`fuse.data.cache.StageCache`) keeps staged videos for the next run."""
     import torch
 
     from fuse.data.batches import Batcher, Planner
     from fuse.data.dataset import load_fused
     from fuse.labels.base import get_adapter
+    from fuse.labels.splits import split_report
     from fuse.model.net import FusionNet, ModelSpec
     from fuse.outputs import results
+    from fuse.outputs.confusion import write_confusion
     from fuse.outputs.raw import RawOutputs, outputs_path
+    from fuse.outputs.truth import add_truth
     from fuse.post.pipeline import PostProcess, tune_post
     from fuse.tasks import build_task
-    from fuse.training.checkpoint import load_checkpoint
+    from fuse.training import snapshots
+    from fuse.training.checkpoint import load_checkpoint, prune_checkpoints
+    from fuse.training.classic import fit_classic
     from fuse.training.inference import predict_videos
     from fuse.training.loop import Job, fit
     from fuse.training.seed import pick_device, seed_everything
@@ -91,8 +117,9 @@ def train(config: FuseConfig | dict[str, Any], *, resume: bool = False) -> RunRe
     write_json(run.features, feature_records(plan.sources))  # predict / eval check these
     write_json(run.video_ids, plan.labels.source_ids)
     summary = plan.summary()
-    log.info("labels %s; videos %s; features %s", summary["labels"], summary["videos"],
-             summary["features"])
+    split_info = split_report(plan.labels, plan.splits, cfg.labels)
+    log.info("labels %s; videos %s; features %s; splits grouped by %s", summary["labels"],
+             summary["videos"], summary["features"], split_info["grouped_by"])
 
     if cfg.train.threads > 0:
         torch.set_num_threads(cfg.train.threads)
@@ -100,8 +127,10 @@ def train(config: FuseConfig | dict[str, Any], *, resume: bool = False) -> RunRe
     device = pick_device(cfg.train.device)
     data, normalizer = load_fused(plan.sources, plan.specs, plan.requests, level=plan.level,
                                   grid=plan.grid, fill=cfg.data.fill, timing=plan.timing,
-                                  tolerance=cfg.data.align_tolerance)
+                                  tolerance=cfg.data.align_tolerance,
+                                  normalize=cfg.data.normalize, cache=cache)
     task = build_task(cfg.task, plan.labels.targets)
+    _class_weights(task, data, cfg)
     spec = ModelSpec(data.features, data.dims, cfg.data.mask_channels, task.out_dim, plan.level)
     model = FusionNet(spec, cfg.model).to(device)
     log.info("model: %s parameters", f"{sum(p.numel() for p in model.parameters()):,}")
@@ -110,7 +139,11 @@ def train(config: FuseConfig | dict[str, Any], *, resume: bool = False) -> RunRe
     meta = {"config": cfg.to_dict(), "spec": spec.to_dict(), "targets": plan.labels.targets,
             "label_format": plan.labels.format, "label_kind": plan.labels.kind,
             "normalizer": normalizer.state_dict()}
-    state = fit(Job(cfg, model, task, data, batcher, planner, run, meta), resume=resume)
+    job = Job(cfg, model, task, data, batcher, planner, run, meta)
+    if model.classic and (cfg.train.snapshot_epochs or cfg.train.snapshot_targets):
+        log.info("%s is fitted once: there are no epochs, so train.snapshot_epochs / "
+                 "snapshot_targets do not apply", cfg.model.encoder.name)
+    state = fit_classic(job) if model.classic else fit(job, resume=resume)
 
     videos = {s: data.indices(s) for s in ("train", "val", "test")}
     saved = [s for s in dict.fromkeys(["val", "test", *cfg.output.predict_splits])
@@ -127,24 +160,38 @@ def train(config: FuseConfig | dict[str, Any], *, resume: bool = False) -> RunRe
             labels=[data.targets_of(v) for v in vids], decision=decision,
             ids=plan.labels.source_ids)
 
-    if cfg.labels.train_val_mix:  # no val: fixed post-processing, the snapshots combined
+    mix = cfg.labels.train_val_mix
+    if mix and not model.classic:  # no val: fixed post-processing, the snapshots combined
         preds, post, metrics = _snapshot_outputs(model, task, batcher, planner, videos, cfg,
                                                  run.root, state.epoch, raw, saved)
         applied = PostProcess(decision=post.decision)  # already applied to each snapshot
-    else:  # the best weights: post-processing chosen on val
+    else:  # the best weights: post-processing chosen on val (fixed without a val split)
         model.load_state_dict(load_checkpoint(run.best)["model"])
         preds = {s: predict_videos(model, task, batcher, planner, v, cfg.train.amp)
                  for s, v in videos.items()}
-        post = tune_post(task, preds["val"], [data.targets_of(v)[0] for v in videos["val"]],
-                         [data.targets_of(v)[1] for v in videos["val"]], cfg.post, plan.level)
+        if len(videos["val"]):
+            post = tune_post(task, preds["val"], [data.targets_of(v)[0] for v in videos["val"]],
+                             [data.targets_of(v)[1] for v in videos["val"]], cfg.post,
+                             plan.level)
+        else:
+            post = snapshots.fixed_post(task, cfg.post)
         applied = post
         metrics = {"best_epoch": state.best_epoch, "best_val_score": state.best_score,
                    "epochs": state.epoch}
+        if mix:
+            metrics["validation"] = ("none: labels.train_val_mix fits on train + val together; "
+                                     "'train' scores are in-sample")
+            metrics["best_val_score"] = None
     write_json(run.post, post.to_dict())
+    metrics["score_metric"] = task.metric_label
+    metrics["splits"] = split_info
+    if getattr(task, "class_weights", None) is not None:
+        metrics["class_weights"] = dict(zip(plan.labels.targets,
+                                            np.asarray(task.class_weights).tolist(), strict=True))
     metrics["dropped_videos"] = sorted(plan.dropped)
     for split, vids in videos.items():
         if scores := results.split_scores(task, data, vids, preds[split], applied):
-            if cfg.labels.train_val_mix:
+            if mix and not model.classic:
                 scores.pop("raw/score", None)  # the snapshots' outputs are post-processed
             metrics[split] = scores
     for split in saved:
@@ -157,21 +204,48 @@ def train(config: FuseConfig | dict[str, Any], *, resume: bool = False) -> RunRe
             final = results.final_predictions(task, data, videos[split], preds[split], applied,
                                               plan.labels.targets, plan.labels.kind,
                                               plan.labels.source_ids)
-            files += results.write_split(adapter, final, run.predictions, split)
+            written = results.write_split(adapter, final, run.predictions, split)
+            add_truth(run.predictions / f"{split}.csv", data, videos[split],
+                      plan.labels.targets, plan.labels.kind)
+            files += written
+    if task.label_kind == "classification":
+        for split in ("val", "test"):
+            if split in metrics:
+                decided = [task.decide(applied.apply(p), applied.decision) for p in preds[split]]
+                write_confusion(run.root, split, decided,
+                                [data.targets_of(v) for v in videos[split]], task.targets,
+                                plot=cfg.output.plots)
     write_json(run.metrics, metrics)
     if cfg.output.plots:
         results.write_plots(run, task, data, preds["val"], post, metrics.get("val", {}))
+    prune_checkpoints(run, cfg.train)
     log.info("run written to %s", run.root)
-    best_epoch = state.epoch if cfg.labels.train_val_mix else state.best_epoch
-    best_score = None if cfg.labels.train_val_mix else state.best_score  # no val split
+    best_epoch = state.epoch if mix else state.best_epoch
+    best_score = None if mix else state.best_score  # no val split
     return RunResult(run.root, best_epoch, best_score, metrics, cfg, files)
+
+
+def _class_weights(task, data, cfg: FuseConfig) -> None:
+    """``train.class_weights=balanced``: alpha_t from the training split's class counts."""
+    from fuse.tasks.classification import balanced_weights
+
+    if cfg.train.class_weights != "balanced":
+        return
+    counts = np.zeros(len(task.targets))
+    for v in data.indices("train"):
+        y, ok = data.targets_of(v)
+        np.add.at(counts, y[ok[:, 0], 0].astype(int), 1)
+    task.set_class_weights(balanced_weights(counts))
+    log.info("class weights from the training counts %s: %s", counts.astype(int).tolist(),
+             np.round(task.class_weights, 3).tolist())
 
 
 def _snapshot_outputs(model, task, batcher, planner, videos: dict[str, np.ndarray],
                       cfg: FuseConfig, root: Path, epochs_done: int, raw,
                       saved: list[str]) -> tuple[dict[str, list[np.ndarray]], Any, dict]:
     """Train-Val-Mix: each snapshot's post-processed outputs (saved per split under
-    ``snapshots/``), their combination per split, the post-processing, and metrics header."""
+    ``snapshots/``), their combination per split (each target over its own window), the
+    post-processing, and metrics header."""
     from fuse.experiments.ensemble import get_combiner
     from fuse.training import snapshots
 
@@ -184,12 +258,19 @@ def _snapshot_outputs(model, task, batcher, planner, videos: dict[str, np.ndarra
             raw(split, outputs[split], post.decision).save(
                 snapshots.outputs_path(root, epoch, split))
     combine = get_combiner(cfg.train.snapshot_combine, task.label_kind).name
+    per_target = snapshots.target_windows(cfg.train, task.targets)
+    columns = ([per_target[t] for t in task.targets] if cfg.train.snapshot_targets
+               else None)
     metrics = {"validation": "none: labels.train_val_mix trains on train + val together, so "
                              "there is no validation score; 'train' scores are in-sample",
                "best_epoch": None, "best_val_score": None, "epochs": epochs_done,
                "train_val_mix": {"snapshot_epochs": epochs, "combine": combine,
                                  "train_videos": int(len(videos["train"]))}}
-    return snapshots.combine_snapshots(per_epoch, task.label_kind, combine), post, metrics
+    if columns is not None:
+        metrics["train_val_mix"]["target_epochs"] = {t: [w[0], w[-1]]
+                                                     for t, w in per_target.items()}
+    return (snapshots.combine_snapshots(per_epoch, task.label_kind, combine, columns), post,
+            metrics)
 
 
 def evaluate(run_dir: str | Path, split: str = "val") -> dict[str, float]:
@@ -217,7 +298,7 @@ def evaluate(run_dir: str | Path, split: str = "val") -> dict[str, float]:
 
 def predict(run_dir: str | Path, stores: list[str], out: str | Path,
             videos: list[str] | None = None, video_map: str | None = None,
-            split: str | None = None) -> list[Path]:
+            split: str | None = None, groups: str | Path | None = None) -> list[Path]:
     """Predict every video of ``stores`` that has the run's features (or only ``videos``).
 
     The videos are those of the run's reference feature (its first visual one, else its first
@@ -230,11 +311,14 @@ def predict(run_dir: str | Path, stores: list[str], out: str | Path,
     ``split`` keeps the videos the run's labels (or partition) put in that split.
     ``out`` ending in ``.csv`` gives one table; otherwise a folder in the labels' own
     submission layout (Aff-Wild2: one file per video). The run's resolved config is saved
-    beside it as ``<out stem>.config.yaml``.
+    beside it as ``<out stem>.config.yaml``. ``groups``: a CSV giving each video's group
+    (a video column and the run's ``labels.group_by`` column, or ``group``), needed by runs
+    with ``data.normalize=group`` for videos they were not trained with.
     """
     from fuse.data.dataset import VideoRequest
     from fuse.data.features import FeatureSources
     from fuse.labels.base import get_adapter
+    from fuse.labels.splits import read_groups
     from fuse.outputs.results import final_predictions
     from fuse.saved import SavedRun
     from fuse.validate import report_drops
@@ -258,7 +342,9 @@ def predict(run_dir: str | Path, stores: list[str], out: str | Path,
         raise DataError(f"{len(missing)} of the asked videos lack features: {', '.join(items)}")
     if not videos:
         raise DataError(f"no video in {stores} has every feature of {features}")
-    data = saved.load_data(sources, [VideoRequest(v, "predict") for v in videos])
+    given = read_groups(groups, saved.cfg.labels.group_by) if groups else {}
+    data = saved.load_data(sources, [VideoRequest(v, "predict", group=given.get(v))
+                                     for v in videos])
     final = final_predictions(saved.task, data, np.arange(len(videos)), saved.predict(data),
                               saved.post, saved.targets, saved.label_kind, saved.video_ids)
     out = Path(out)

@@ -27,7 +27,7 @@ Task = Annotated[str | None, typer.Option("--task", help="va | expr | au | eri |
 Visual = Annotated[str | None, typer.Option("--visual", help="visual features: a,b or a:mean")]
 Audio = Annotated[str | None, typer.Option("--audio", help="audio features: c or c:mean")]
 Encoder = Annotated[str | None, typer.Option("--encoder", help="lstm | gru | transformer | "
-                                                               "identity")]
+                                                               "identity | svm | logreg | ridge")]
 Out = Annotated[str | None, typer.Option("--out", help="run folder")]
 Config = Annotated[list[str] | None, typer.Option(
     "--config", help="YAML file or preset name (repeatable; later wins)")]
@@ -71,8 +71,12 @@ def train(store: Store = None, labels: Labels = None, label_format: LabelFormat 
     layers = _layers(config, store, labels, label_format, partition, task, visual, audio,
                      encoder, out, drop_missing, overrides)
     result = _guard(lambda: api.train(layers, resume=resume))
-    _console().print(metrics_table(result.metrics, f"{result.out_dir} (best epoch "
-                                                   f"{result.best_epoch})"))
+    console = _console()
+    console.print(metrics_table(result.metrics, f"{result.out_dir} (best epoch "
+                                                f"{result.best_epoch})"))
+    if splits := result.metrics.get("splits"):
+        console.print(f"score: {result.metrics.get('score_metric', 'score')}; splits grouped by "
+                      f"{splits['grouped_by']}")
 
 
 @app.command()
@@ -94,7 +98,8 @@ def validate(store: Store = None, labels: Labels = None, label_format: LabelForm
         raise typer.Exit(1)
     summary = result.plan.summary()
     console.print(f"[green]ok[/green]: {summary['labels']}; videos {summary['videos']}; "
-                  f"dropped {summary['dropped']}; features {summary['features']}")
+                  f"dropped {summary['dropped']}; features {summary['features']}; splits "
+                  f"grouped by {summary.get('grouped_by', 'video')}")
 
 
 @app.command("eval")
@@ -122,6 +127,10 @@ def predict(run: Annotated[Path, typer.Option("--run", help="run folder")],
             video_map: Annotated[str | None, typer.Option(
                 "--video-map", help="CSV video,feature_video[,applies_to] instead of the "
                                     "run's labels.video_map")] = None,
+            groups: Annotated[Path | None, typer.Option(
+                "--groups", help="CSV of each video's group (a video column and the run's "
+                                 "labels.group_by column, or 'group'); runs with "
+                                 "data.normalize=group need it for new videos")] = None,
             ) -> None:
     """Predict every video in the store(s) that has the run's features.
 
@@ -132,7 +141,8 @@ def predict(run: Annotated[Path, typer.Option("--run", help="run folder")],
     from fuse import api
 
     files = _guard(lambda: api.predict(run, _split(store), out,
-                                       _split(videos) if videos else None, video_map, split))
+                                       _split(videos) if videos else None, video_map,
+                                       split, groups))
     _console().print(f"wrote {len(files)} file(s) under {out}")
 
 
@@ -227,8 +237,9 @@ def grid(grid_file: Annotated[Path | None, typer.Option("--grid", help="grid YAM
          encoders: Annotated[str | None, typer.Option("--encoders", help="lstm,transformer")
                              ] = None,
          seeds: Annotated[str | None, typer.Option("--seeds", help="0,1,2")] = None,
-         folds: Annotated[int | None, typer.Option("--folds", help="k-fold cross-validation "
-                                                   "grouped by labels.group_by")] = None,
+         folds: Annotated[str | None, typer.Option(
+             "--folds", help="k (k-fold) or loso (leave one group out), grouped by "
+                             "labels.group_by; each fold held out as test (nested)")] = None,
          ensemble_top: Annotated[int | None, typer.Option(
              "--ensemble-top", help="then ensemble the best run of the K best cells")] = None,
          workers: Annotated[int, typer.Option(help="parallel CPU jobs")] = 1,
@@ -240,7 +251,8 @@ def grid(grid_file: Annotated[Path | None, typer.Option("--grid", help="grid YAM
     """Run an ablation grid (features x encoders x params x seeds [x folds]), rank the cells.
 
     A re-run skips finished jobs; a failing job is recorded and the grid goes on. Writes
-    results.csv, ranking.csv/.md, folds.csv (k-fold), heatmap.png and seeds.png into --out.
+    results.csv, ranking.csv/.md, folds.csv and pooled.csv + pooled/ (folds: every fold's
+    held-out predictions scored together, confusion matrices), heatmap.png and seeds.png.
 
     Example: fuse grid --config va_lstm --store f.zarr --labels l.csv --label-format csv
     --visual-sets 'fer;fer,densenet' --audio-sets ';egemaps' --seeds 0,1 --workers 2
@@ -264,15 +276,16 @@ def grid(grid_file: Annotated[Path | None, typer.Option("--grid", help="grid YAM
     if seeds:
         raw["seeds"] = [int(x) for x in _split(seeds) or []]
     if folds is not None:
-        raw["folds"] = folds
+        raw["folds"] = int(folds) if folds.strip().isdigit() else folds.strip()
     if ensemble_top is not None:
         raw["ensemble_top"] = ensemble_top
     spec = _guard(lambda: load_grid(raw))
-    from fuse.validate import report_grid_drops
+    from fuse.validate import drops_reported, report_grid_drops
 
-    report_grid_drops(spec)  # each cell's --drop-missing videos named here, once
-    outcome = _guard(lambda: run_grid(spec, out, workers=workers, gpus=gpus, backend=backend,
-                                      ray_address=ray_address))
+    _guard(lambda: report_grid_drops(spec))  # each cell's --drop-missing videos, named once
+    with drops_reported():  # so the jobs do not name them again
+        outcome = _guard(lambda: run_grid(spec, out, workers=workers, gpus=gpus,
+                                          backend=backend, ray_address=ray_address))
     print_ranking(outcome, _console())
     if not outcome.ok:
         raise typer.Exit(1)

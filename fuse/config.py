@@ -28,7 +28,9 @@ class DataConfig:
     #                                                   the first store that holds it
     visual: list[str] = field(default_factory=list)  # visual features: "name" or "name:method"
     audio: list[str] = field(default_factory=list)  # audio features: "name" or "name:method"
-    align: str = "nearest"  # default way onto the grid: nearest row | mean of the rows in a step
+    align: str = "auto"  # default way onto the grid: nearest row | mean of the rows in a step;
+    #                      auto = nearest for per-frame labels, mean for per-video labels (so a
+    #                      per-clip grid pools every row of the clip instead of sampling some)
     align_tolerance: float = 0.5  # a grid step with no row of the feature within this many
     #   of the feature's own row steps is invalid (gaps, before the first / after the last row)
     fill: str = "nearest"  # invalid steps (no face, no audio): nearest | hold | zero
@@ -39,6 +41,10 @@ class DataConfig:
     segment_stride: int = 0  # transformer: step between segment starts (<= segment_len);
     #                          0 = segment_len. RNNs that carry state use segment_len (no overlap)
     device_cache: bool = True  # on CUDA, keep the whole feature buffer in GPU memory
+    normalize: str = "global"  # z-scores: global (training videos' valid rows) | group (each
+    #                            group's own videos, all splits: features only, never labels;
+    #                            per speaker with labels.group_by=speaker) | none
+    bucket: bool = True  # per-video batches: videos of similar length together (less padding)
 
 
 @dataclass
@@ -51,13 +57,18 @@ class LabelConfig:
     make_splits: bool = False  # ignore the splits the labels give and make grouped ones
     val_fraction: float = 0.2  # made splits: share of groups for validation
     test_fraction: float = 0.0  # made splits: share of groups held out as test
-    folds: int = 0  # k folds over groups (0 = use val_fraction); the labels' train and val
-    #                  videos are re-split (their test videos stay test)
-    fold: int = 0  # made splits with folds > 0: the fold used for validation
-    official_val_fold: bool = False  # folds > 0: the labels' own val split is the last fold,
-    #                                  their train videos make the others (papers 002 / 004)
+    folds: int | str = 0  # k folds over groups, or loso (one fold per group); 0 = no folds
+    fold: int = 0  # with folds: the held-out fold (loso: the index among the sorted groups)
+    fold_holdout: str = "test"  # with folds: test = the held-out fold is the test split and
+    #   validation (epoch selection, early stop, post tuning) is drawn from the other groups by
+    #   val_fraction (nested; no selection ever sees the held-out fold); val = the held-out fold
+    #   is the validation split and the labels' test videos stay test (papers 002 / 004)
+    official_val_fold: bool = False  # fold_holdout=val: the labels' own val split is the last
+    #                                  fold, their train videos make the others (papers 002/004)
     split_seed: int = 0  # made splits: seed of the group shuffle
-    group_by: str = "video"  # made splits: "video" or a label column naming the subject
+    group_by: str = ""  # made splits and folds group by: a label column naming the speaker /
+    #                     subject, or "video"; "" = the label format's own groups (Aff-Wild2:
+    #                     X_left / X_right with X), else each video alone
     fps: float = 0.0  # per-frame labels: frame i at i / fps; 0 = the video's own frame times
     #                   (recorded by the reference feature, see data/labels/README.md)
     time_reference: str = ""  # feature that records the video's frame times; "" = first visual
@@ -80,8 +91,11 @@ class TaskConfig:
 
     name: str = "va"  # va | expr | au | eri | regression | classification
     loss: str = "auto"  # regression: mse | ccc; auto = the task's own (va: ccc, eri: mse)
-    metric: str = "auto"  # regression: pearson | ccc; auto = the task's own
+    metric: str = "auto"  # regression: pearson | ccc; classification: f1 (macro) | uar
+    #                       (unweighted average recall) | accuracy; auto = the task's own
     focal_gamma: float = 0.0  # classification: focal-loss gamma (0 = cross-entropy)
+    focal_alpha: list[float] = field(default_factory=list)  # classification: alpha_t per class
+    #   (paper 001 eq. 9), one weight per class in class order; [] = all 1
     rdrop_alpha: float = 0.0  # classification: R-Drop KL weight (paper 002: 5); 0 = off
     aux_weight: float = 0.0  # eri: weight of the CE on the argmax emotion (paper 001: 0.01)
 
@@ -90,7 +104,8 @@ class TaskConfig:
 class EncoderConfig:
     """The temporal encoder; fields marked rnn / transformer apply to those only."""
 
-    name: str = "lstm"  # lstm | gru | transformer | identity (per-frame, no context)
+    name: str = "lstm"  # lstm | gru | transformer | identity (per-frame, no context); classic
+    #                     (scikit-learn, fitted in closed form): svm | logreg | ridge
     hidden: int = 512  # rnn: hidden size per direction; transformer: model width
     layers: int = 1  # stacked layers
     dropout: float = 0.3  # between rnn layers; inside transformer blocks
@@ -103,6 +118,15 @@ class EncoderConfig:
 
 
 @dataclass
+class ClassicConfig:
+    """Classic baselines (``model.encoder.name`` svm | logreg | ridge) on pooled features."""
+
+    c: float = 1.0  # svm / logreg: inverse regularisation strength C
+    alpha: float = 1.0  # ridge: L2 penalty
+    max_iter: int = 5000  # solver iterations (svm / logreg)
+
+
+@dataclass
 class ModelConfig:
     """Projection, fusion, temporal encoder, head."""
 
@@ -111,7 +135,9 @@ class ModelConfig:
     dropout: float = 0.3  # after fusion and in the head blocks
     encoder: EncoderConfig = field(default_factory=EncoderConfig)
     head: list[int] = field(default_factory=lambda: [512, 256])  # {FC, Dropout, ReLU} widths
-    pool: str = "mean"  # per-video tasks: mean | attention over time
+    pool: str = "mean"  # per-video tasks: mean | mean_std (statistics pooling) | attention |
+    #                     attentive_stats (attentive statistics pooling); classic: mean | mean_std
+    classic: ClassicConfig = field(default_factory=ClassicConfig)
 
 
 @dataclass
@@ -141,6 +167,15 @@ class TrainConfig:
     #   valence); training stops after last; only with labels.train_val_mix; [] = none
     snapshot_combine: str = "auto"  # snapshots' outputs: auto | mean | prob_mean | vote
     #                                 (auto: mean for values, vote for classes, prob_mean AUs)
+    snapshot_targets: dict[str, list[int]] = field(default_factory=dict)  # per-target windows
+    #   {target: [first, last]} (004: arousal [16, 25], valence [11, 16]); targets not named
+    #   use snapshot_epochs; regression / AU tasks (one output column per target)
+    class_weights: str = "none"  # classification loss: none | balanced (N / (C * n_c) from the
+    #                              training split's counts)
+    keep: str = "last"  # checkpoints left when the run ends: last (best.pt + last.pt, resumable)
+    #                     | best (best.pt: eval / predict still work) | none (outputs only)
+    keep_snapshots: bool = True  # Train-Val-Mix: keep snapshots/epoch_NNN.pt (their outputs
+    #                              are kept either way)
 
 
 @dataclass
@@ -307,9 +342,20 @@ def _coerce(value: Any, hint: Any) -> Any:
     origin = typing.get_origin(hint)
     if origin in (Union, types.UnionType):
         args = [a for a in typing.get_args(hint) if a is not type(None)]
-        if value is None or (isinstance(value, str) and value.lower() in ("none", "null")):
+        if len(args) < len(typing.get_args(hint)) and (value is None or (
+                isinstance(value, str) and value.lower() in ("none", "null"))):
             return None
-        return _coerce(value, args[0])
+        for arg in args[:-1]:  # the first type that takes the value (int | str: 5 or "loso")
+            try:
+                return _coerce(value, arg)
+            except (TypeError, ValueError):
+                pass
+        return _coerce(value, args[-1])
+    if origin is dict:
+        key_type, value_type = typing.get_args(hint)
+        if not isinstance(value, dict):
+            raise TypeError(f"expected a mapping, got {value!r}")
+        return {_coerce(k, key_type): _coerce(v, value_type) for k, v in value.items()}
     if origin is list:
         (item,) = typing.get_args(hint)
         if isinstance(value, str):

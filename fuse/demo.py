@@ -106,10 +106,11 @@ def main(argv: list[str] | None = None) -> int:
     print_summary(summary)
     console.rule("[bold]2. ablation grid")
     spec = load_grid(grid_file(store, media / "frame_labels.csv", args.epochs, args.seeds))
-    from fuse.validate import report_grid_drops
+    from fuse.validate import drops_reported, report_grid_drops
 
     report_grid_drops(spec)  # videos a cell drops are named here once, not per job
-    grid = run_grid(spec, out / "grid", workers=args.workers)
+    with drops_reported():
+        grid = run_grid(spec, out / "grid", workers=args.workers)
     print_ranking(grid, console)
     console.rule("[bold]3. the winning run")
     show_best(grid.best_run, console)

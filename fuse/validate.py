@@ -7,9 +7,11 @@ metadata is read. The data pass produces the :class:`RunPlan` that training then
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import os
 import re
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -22,7 +24,8 @@ from fuse.data.grid import GridSpec
 from fuse.data.videomap import VideoMap
 from fuse.errors import ConfigError, FuseError
 from fuse.labels.base import LABEL_FORMATS, SPLITS, LabelSet, get_adapter
-from fuse.labels.splits import assign_splits
+from fuse.labels.splits import assign_splits, grouping
+from fuse.labels.splits import check as check_folds
 
 log = logging.getLogger(__name__)
 MAX_LISTED = 10  # videos named per problem before "… and N more"
@@ -51,7 +54,8 @@ class RunPlan:
         return {"videos": counts, "dropped": len(self.dropped),
                 "features": {s.name: self.sources.dim(s.name) for s in self.specs},
                 "labels": f"{self.labels.format} ({self.labels.level}, {self.labels.kind}, "
-                          f"{len(self.labels.targets)} targets)"}
+                          f"{_describe_targets(self.labels)})",
+                "grouped_by": grouping(self.labels, self.cfg.labels)}
 
 
 @dataclass
@@ -71,6 +75,9 @@ class Validation:
 
 def validate(cfg: FuseConfig, *, training: bool = True) -> Validation:
     """Every problem with ``cfg`` and its data; the plan when there are none."""
+    from fuse.training.options import resolve_auto
+
+    cfg = resolve_auto(cfg)  # data.align=auto → mean (per-video labels) or nearest
     problems = check_config(cfg, training=training)
     plan = None
     try:
@@ -131,10 +138,7 @@ def check_config(cfg: FuseConfig, *, training: bool = True) -> list[str]:
 
     _fraction(p, "labels.val_fraction", lab.val_fraction)
     _fraction(p, "labels.test_fraction", lab.test_fraction)
-    if lab.folds < 0 or (lab.folds > 0 and not 0 <= lab.fold < lab.folds):
-        p.append(f"labels.fold: must be in [0, folds={lab.folds}), got {lab.fold}")
-    if lab.official_val_fold and lab.folds < 2:
-        p.append(f"labels.official_val_fold: needs labels.folds >= 2, got {lab.folds}")
+    p += check_folds(lab)
     if lab.fps < 0:
         p.append(f"labels.fps: must be >= 0, got {lab.fps}")
     if not d.align_tolerance > 0:
@@ -237,8 +241,9 @@ def plan_run(cfg: FuseConfig, problems: list[str]) -> RunPlan | None:
         problems.append(_missing_message(dropped))
     elif dropped:
         report_drops(dropped, "labelled videos dropped (--drop-missing)")
+    needed = ("train",) if lab.train_val_mix else ("train", "val")  # mix: no val split
     labelled = {s: sum(1 for r in requests if r.split == s and r.labels.valid.any())
-                for s in ("train", "val")}
+                for s in needed}
     for split, n in labelled.items():
         if n == 0:
             problems.append(f"splits: no labelled {split} video has every feature "
@@ -265,6 +270,13 @@ def plan_run(cfg: FuseConfig, problems: list[str]) -> RunPlan | None:
         elif lab.fps == 0:
             problems += _check_frame_counts(requests, sources, timing)
     return RunPlan(cfg, labels, splits, specs, sources, requests, dropped, grid, timing)
+
+
+def _describe_targets(labels: LabelSet) -> str:
+    """``2 targets`` / ``1 class column, 4 classes``."""
+    if labels.kind == "classification":
+        return f"1 class column, {len(labels.targets)} classes"
+    return f"{len(labels.targets)} targets"
 
 
 def _check_task_fits(cfg: FuseConfig, labels: LabelSet) -> list[str]:
@@ -333,26 +345,42 @@ def report_drops(dropped: dict[str, list[str]], what: str, force: bool = False) 
             ", ".join(items))
 
 
+@contextlib.contextmanager
+def drops_reported() -> Iterator[None]:
+    """Within the block (a grid's jobs, which inherit the environment), dropped videos are
+    logged at debug level: the command named them already."""
+    old = os.environ.get(DROPS_REPORTED_ENV)
+    os.environ[DROPS_REPORTED_ENV] = "1"
+    try:
+        yield
+    finally:
+        if old is None:
+            os.environ.pop(DROPS_REPORTED_ENV, None)
+        else:
+            os.environ[DROPS_REPORTED_ENV] = old
+
+
 def report_grid_drops(spec) -> None:
     """Name the videos each feature set of a grid drops (``--drop-missing``) once, before
-    its jobs run; the jobs (which inherit the environment) then log theirs at debug level."""
+    its jobs run; run the jobs inside :func:`drops_reported` so they log theirs at debug
+    level."""
     from fuse.api import check
-    from fuse.experiments.grid import expand
+    from fuse.experiments.grid import expand, resolve_folds
 
-    os.environ[DROPS_REPORTED_ENV] = "1"
     seen = set()
-    for job in expand(spec, Path(".")):
-        cfg = job.payload["config"]
-        data = cfg.get("data", {})
-        key = (tuple(data.get("visual") or []), tuple(data.get("audio") or []))
-        if key in seen or str(data.get("drop_missing", "")).lower() not in ("true", "1", "yes"):
-            continue
-        seen.add(key)
-        result = check(cfg, training=False)
-        if result.plan is not None:
-            names = "+".join(key[0] + key[1])
-            report_drops(result.plan.dropped, f"labelled videos dropped by the cells with "
-                                              f"{names} (--drop-missing)", force=True)
+    with drops_reported():  # the checks below stay quiet; each set is named once, forced
+        for job in expand(spec, Path("."), resolve_folds(spec)):
+            cfg = job.payload["config"]
+            data = cfg.get("data", {})
+            key = (tuple(data.get("visual") or []), tuple(data.get("audio") or []))
+            if key in seen or str(data.get("drop_missing", "")).lower() not in ("true", "1",
+                                                                                 "yes"):
+                continue
+            seen.add(key)
+            result = check(cfg, training=False)
+            if result.plan is not None:
+                report_drops(result.plan.dropped, "labelled videos dropped by the cells with "
+                             f"{'+'.join(key[0] + key[1])} (--drop-missing)", force=True)
 
 
 def _missing_message(dropped: dict[str, list[str]]) -> str:

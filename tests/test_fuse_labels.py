@@ -82,10 +82,17 @@ def test_made_splits_are_grouped_and_deterministic():
         by_subject.setdefault(labels.videos[vid].group, set()).add(split)
     assert all(len(s) == 1 for s in by_subject.values())  # a subject never spans two splits
     assert sorted(first.values()).count("val") == 2
-    folds = [assign_splits(labels, LabelConfig(group_by="subject", folds=3, fold=k))
-             for k in range(3)]
+    folds = [assign_splits(labels, LabelConfig(group_by="subject", folds=3, fold=k,
+                                               fold_holdout="val")) for k in range(3)]
     val_sets = [{v for v, s in f.items() if s == "val"} for f in folds]
     assert set().union(*val_sets) == set(labels.videos) and sum(map(len, val_sets)) == 6
+    # nested (the default): each fold's subject is the test split, val another subject
+    nested = [assign_splits(labels, LabelConfig(group_by="subject", folds=3, fold=k))
+              for k in range(3)]
+    test_sets = [{v for v, s in f.items() if s == "test"} for f in nested]
+    assert set().union(*test_sets) == set(labels.videos) and sum(map(len, test_sets)) == 6
+    for f in nested:
+        assert sorted(f.values()).count("val") == 2 and sorted(f.values()).count("train") == 2
 
 
 def test_given_splits_win_unless_made():
@@ -111,7 +118,7 @@ def test_official_val_split_is_the_last_fold():
     labels = load("csv", SAMPLES / "csv" / "videos.csv", group_by="subject")
     for vid, lab in labels.videos.items():  # pretend the source split clip4 / clip5 off as val
         lab.split = "val" if vid in ("clip4", "clip5") else "train"
-    cfg = dict(group_by="subject", folds=3, official_val_fold=True)
+    cfg = dict(group_by="subject", folds=3, official_val_fold=True, fold_holdout="val")
     last = assign_splits(labels, LabelConfig(**cfg, fold=2))
     assert {v for v, s in last.items() if s == "val"} == {"clip4", "clip5"}
     others = [{v for v, s in assign_splits(labels, LabelConfig(**cfg, fold=k)).items()
@@ -129,7 +136,8 @@ def _labels_with_splits(splits: dict[str, str]) -> LabelSet:
 def test_folds_resplit_train_and_val_but_keep_test():
     given = {f"v{i}": "test" if i < 3 else ("val" if i < 6 else "train") for i in range(12)}
     labels = _labels_with_splits(given)
-    folds = [assign_splits(labels, LabelConfig(folds=3, fold=k)) for k in range(3)]
+    folds = [assign_splits(labels, LabelConfig(folds=3, fold=k, fold_holdout="val"))
+             for k in range(3)]
     for f in folds:  # folds apply even though the labels give splits; test stays test
         assert {v for v, s in f.items() if s == "test"} == {"v0", "v1", "v2"}
     val_sets = [{v for v, s in f.items() if s == "val"} for f in folds]

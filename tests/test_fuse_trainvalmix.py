@@ -135,10 +135,10 @@ def test_inconsistent_settings_are_all_refused(va, tmp_path):
         assert not result.ok and result.plan is None
         return "\n".join(result.problems)
 
-    text = problems({"folds": 4}, {"snapshot_epochs": [], "patience": 5})
+    text = problems({"folds": 4, "fold_holdout": "val"}, {"snapshot_epochs": [], "patience": 5})
     assert "labels.train_val_mix: needs train.snapshot_epochs" in text
     assert "train.patience: early stopping needs a validation score" in text
-    assert "labels.folds=4 (k-fold validation) contradicts it" in text
+    assert "labels.folds=4 with labels.fold_holdout=val (a validation fold) contradicts" in text
     text = problems({}, {"snapshot_epochs": [3, 12], "epochs": 10, "snapshot_combine": "vote"})
     assert "the window [3, 12] ends after train.epochs=10" in text
     assert "'vote' does not apply to regression outputs" in text

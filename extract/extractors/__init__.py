@@ -6,7 +6,7 @@ import logging
 log = logging.getLogger(__name__)
 
 _MODULES = ("audio_lld", "fbank", "densenet", "iresnet", "vit", "mini_xception", "speech",
-            "ecapa", "deepspectrum")
+            "ecapa", "deepspectrum", "audio_functionals")
 
 for _name in _MODULES:
     try:

@@ -2,7 +2,9 @@
 
 Three plans, chosen by :class:`Planner`:
 
-- per-video labels: a batch is B whole videos, padded to the longest;
+- per-video labels: a batch is B whole videos, padded to the longest; with ``data.bucket``
+  the videos are sorted by length (ties in shuffled order) before they are cut into batches,
+  and the batches are shuffled, so a batch pads little;
 - RNN with state carry (papers 002/004): B parallel streams; each stream runs through its
   videos in consecutive, non-overlapping segments, so step k+1 continues step k and the
   hidden state is carried (and zeroed where a new video starts);
@@ -88,19 +90,21 @@ class Planner:
     """Plans training and inference batches for one run's data."""
 
     def __init__(self, data: FusedData, *, seg_len: int, stride: int, batch_size: int,
-                 carry: bool) -> None:
+                 carry: bool, bucket: bool = False) -> None:
         self.data = data
         self.seg_len = seg_len
         self.stride = stride or seg_len
         self.batch_size = batch_size
         self.carry = carry and data.level == "frame"
+        self.bucket = bucket
 
     @classmethod
     def from_config(cls, cfg: FuseConfig, data: FusedData, carries_state: bool) -> Planner:
         """The run's plan; state carry when the encoder has state and the config asks for it."""
         return cls(data, seg_len=cfg.data.segment_len, stride=cfg.data.segment_stride,
                    batch_size=cfg.train.batch_size,
-                   carry=carries_state and cfg.model.encoder.carry_state)
+                   carry=carries_state and cfg.model.encoder.carry_state,
+                   bucket=cfg.data.bucket)
 
     def plan(self, videos: np.ndarray, rng: np.random.Generator | None) -> list[Step]:
         """Batches over ``videos``; shuffled when ``rng`` is given (training)."""
@@ -108,9 +112,14 @@ class Planner:
         if rng is not None:
             videos = rng.permutation(videos)
         if self.data.level == "video":
+            if self.bucket:  # similar lengths together; stable sort keeps the shuffle in ties
+                videos = videos[np.argsort(lengths[videos], kind="stable")]
             segs = np.stack([videos, np.zeros_like(videos), lengths[videos]], axis=1)
-            return [Step(segs[i : i + bs], int(segs[i : i + bs, 2].max()))
-                    for i in range(0, len(segs), bs)]
+            steps = [Step(segs[i : i + bs], int(segs[i : i + bs, 2].max()))
+                     for i in range(0, len(segs), bs)]
+            if self.bucket and rng is not None:
+                steps = [steps[i] for i in rng.permutation(len(steps))]
+            return steps
         if self.carry:
             steps, reset = streams(lengths, videos, min(bs, max(len(videos), 1)), self.seg_len)
             return [Step(s, int(s[:, 2].max(initial=1)), r)

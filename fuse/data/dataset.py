@@ -15,10 +15,18 @@ import numpy as np
 
 from fuse.config import LabelConfig
 from fuse.data.align import ALIGNMENTS, DEFAULT_TOLERANCE, Aligned, Grid
+from fuse.data.cache import StageCache
 from fuse.data.features import FeatureSources, FeatureSpec
 from fuse.data.fill import apply_fill
-from fuse.data.grid import GridNotes, GridSpec, fixed_grid, frame_grid, reference_clock
-from fuse.data.normalize import Moments, Normalizer
+from fuse.data.grid import (
+    GridNotes,
+    GridSpec,
+    fixed_grid,
+    frame_grid,
+    place_labels,
+    reference_clock,
+)
+from fuse.data.normalize import GroupNormalizer, Moments, Normalizer, fit_normalizer
 from fuse.errors import DataError
 from fuse.labels.base import VideoLabels
 
@@ -32,6 +40,7 @@ class VideoRequest:
     video: str
     split: str  # train | val | test | predict
     labels: VideoLabels | None = None
+    group: str | None = None  # its split group (speaker); data.normalize=group z-scores by it
 
 
 @dataclass
@@ -86,75 +95,126 @@ class FusedData:
         return self.y[rows], self.y_valid[rows]
 
 
+@dataclass
+class StagedVideo:
+    """One video read and aligned onto its grid, before normalisation (what a cache keeps)."""
+
+    times: np.ndarray  # (N,) step times
+    frames: np.ndarray | None  # (N,) label frame index (per-frame grids)
+    aligned: dict[str, Aligned]  # feature → its values on the grid
+    moments: dict[str, Moments]  # feature → sums over the video's valid source rows ({}
+    #                              when not needed: a given normaliser, a non-fitting split)
+
+    @property
+    def nbytes(self) -> int:
+        return int(sum(a.values.nbytes + a.valid.nbytes for a in self.aligned.values())
+                   + self.times.nbytes)
+
+
 def load_fused(sources: FeatureSources, specs: list[FeatureSpec], requests: list[VideoRequest],
                *, level: str, grid: GridSpec, fill: str, timing: FrameTiming,
                normalizer: Normalizer | None = None,
-               fit_splits: tuple[str, ...] = ("train",),
+               fit_splits: tuple[str, ...] = ("train",), normalize: str = "global",
+               cache: StageCache | None = None,
                tolerance: float = DEFAULT_TOLERANCE) -> tuple[FusedData, Normalizer]:
-    """Read, align and pack ``requests``; fit the normaliser on ``fit_splits`` unless given.
-
+    """Read, align and pack ``requests``; fit the normaliser unless given: ``global`` on the
+    valid rows of ``fit_splits``, ``group`` per request group on all its videos (features
+    only), ``none``. ``cache`` keeps staged videos for later calls with the same inputs.
     ``tolerance``: a grid step is invalid when no row of a feature lies within this many of
     the feature's row steps (``data.align_tolerance``)."""
     started = time.perf_counter()
     names = [s.name for s in specs]
     dims = [sources.dim(n) for n in names]
-    moments = {n: Moments(d) for n, d in zip(names, dims, strict=True)}
-    staged = []  # per video: (grid times, frames, {feature: Aligned})
-    targets = []  # per video: (y, ok) on its grid, or None
+    by_group = normalize == "group" or isinstance(normalizer, GroupNormalizer)
     notes = GridNotes()
-    for req in requests:
-        arrays = {s.name: sources.read(s.name, req.video) for s in specs}
-        placed = _video_grid(req, arrays, level, grid, timing, notes)
-        if placed is None:
-            continue
-        g, frames, target = placed
-        aligned = {}
-        for s in specs:
-            fa = arrays.pop(s.name)
-            if normalizer is None and req.split in fit_splits:
-                moments[s.name].add(fa.data if fa.mask.all() else fa.data[fa.mask])
-            aligned[s.name] = ALIGNMENTS.get(s.align)(fa.data, fa.timestamps, fa.mask, g,
-                                                      tolerance=tolerance)
-        staged.append((g.times, frames, aligned))
-        targets.append(target)
-    notes.report()  # every video that cannot be placed, at once; notes logged once
+    placed = [_stage(req, sources, specs, level, grid, timing, dims, cache, notes, tolerance,
+                     moments=cache is not None or by_group
+                     or (normalizer is None and req.split in fit_splits))
+              for req in requests]
+    notes.report()  # every video that cannot be placed, at once (raises); notes logged once
+    staged = [st for st in placed if st is not None]
+    groups = [r.group or r.video for r in requests]
     if normalizer is None:
-        normalizer = Normalizer.fit(moments)
+        fits = [by_group or r.split in fit_splits for r in requests]  # group: every video
+        normalizer = fit_normalizer(normalize, names, dims, [st.moments for st in staged],
+                                    fits, groups)
+        if isinstance(normalizer, GroupNormalizer):
+            normalizer.videos = {r.video: g for r, g in zip(requests, groups, strict=True)}
+    elif isinstance(normalizer, GroupNormalizer):
+        found = [normalizer.group_of(r.video, r.group) for r in requests]
+        if unknown := [r.video for r, g in zip(requests, found, strict=True) if g is None]:
+            raise DataError(f"data.normalize=group: {len(unknown)} videos have no known group "
+                            f"({', '.join(unknown[:5])}{' …' if len(unknown) > 5 else ''}); "
+                            "give each video's group (fuse predict --groups CSV with a video "
+                            "and a group column)")
+        groups = [str(g) for g in found]
+        normalizer = normalizer.with_groups_of(names, dims, [st.moments for st in staged],
+                                               groups)
 
-    lengths = np.array([len(t) for t, _, _ in staged], dtype=np.int64)
+    lengths = np.array([len(st.times) for st in staged], dtype=np.int64)
     offsets = np.concatenate([[0], np.cumsum(lengths)[:-1]]).astype(np.int64)
     total = int(lengths.sum())
     x = np.zeros((total + 1, sum(dims)), np.float16)  # (R + 1, D)
     valid = np.zeros((total + 1, len(names)), bool)  # (R + 1, F)
     cols = np.concatenate([[0], np.cumsum(dims)])
-    for v, (times, _, aligned) in enumerate(staged):
+    for v, st in enumerate(staged):
         rows = slice(offsets[v], offsets[v] + lengths[v])
         for f, name in enumerate(names):
-            a: Aligned = aligned.pop(name)
-            z = normalizer.apply(name, a.values)  # (N, D_f) float32
-            apply_fill(z, a.valid, times, fill)
+            a: Aligned = st.aligned[name]
+            z = normalizer.apply(name, a.values, groups[v])  # (N, D_f) float32
+            apply_fill(z, a.valid, st.times, fill)
             x[rows, cols[f] : cols[f + 1]] = z
             valid[rows, f] = a.valid
 
     data = FusedData(names, dims, level, [r.video for r in requests],
                      np.array([r.split for r in requests], dtype=object), offsets, lengths, x,
-                     valid, [t for t, _, _ in staged], [fr for _, fr, _ in staged])
+                     valid, [st.times for st in staged], [st.frames for st in staged])
     if all(r.labels is not None for r in requests) and requests:
-        data.y, data.y_valid = _pack_targets(requests, targets, level, total)
+        data.y, data.y_valid = _pack_targets(requests, staged, level, total)
     log.info("loaded %d videos, %d steps, %d features (%d dims) in %.1f s", len(requests), total,
              len(names), x.shape[1], time.perf_counter() - started)
     return data, normalizer
 
 
+def _stage(req: VideoRequest, sources: FeatureSources, specs: list[FeatureSpec], level: str,
+           grid: GridSpec, timing: FrameTiming, dims: list[int], cache: StageCache | None,
+           notes: GridNotes, tolerance: float, moments: bool = True) -> StagedVideo | None:
+    """Read each feature of one video once and align it onto the video's grid; with
+    ``moments`` also sum its valid source rows (for fitting the normaliser). None when the
+    video cannot be placed on its frames (``notes`` says why)."""
+    key = None
+    if cache is not None:
+        key = cache.key(sources, specs, req, level, grid, timing, tolerance)
+        if (hit := cache.get(key)) is not None:
+            return hit
+    arrays = {s.name: sources.read(s.name, req.video) for s in specs}
+    placed = _video_grid(req, arrays, level, grid, timing, notes)
+    if placed is None:
+        return None
+    g, frames = placed
+    aligned, sums = {}, {}
+    for s, dim in zip(specs, dims, strict=True):
+        fa = arrays.pop(s.name)
+        if moments:
+            sums[s.name] = Moments(dim)
+            sums[s.name].add(fa.data if fa.mask.all() else fa.data[fa.mask])
+        aligned[s.name] = ALIGNMENTS.get(s.align)(fa.data, fa.timestamps, fa.mask, g,
+                                                  tolerance=tolerance)
+    staged = StagedVideo(g.times, frames, aligned, sums)
+    if cache is not None:
+        cache.put(key, staged)
+    return staged
+
+
 def _video_grid(req: VideoRequest, arrays: dict, level: str, spec: GridSpec,
                 timing: FrameTiming, notes: GridNotes
-                ) -> tuple[Grid, np.ndarray | None, tuple | None] | None:
-    """The grid of one video, each step's frame index (per-frame grids) and the labels on
-    it (per-frame labels by frame index); None when the video cannot be placed (``notes``)."""
+                ) -> tuple[Grid, np.ndarray | None] | None:
+    """The grid of one video and each step's frame index (per-frame grids); None when the
+    video cannot be placed (``notes``)."""
     if level == "frame":
         lab = req.labels
         if lab is not None and lab.times is not None:  # labels that give their own times
-            return Grid.from_times(lab.times), lab.frames, (lab.values, lab.valid)
+            return Grid.from_times(lab.times), lab.frames
         ref = arrays.get(timing.reference)
         if ref is None and timing.fps <= 0:
             raise DataError(f"video {req.video!r}: no reference feature "
@@ -166,29 +226,42 @@ def _video_grid(req: VideoRequest, arrays: dict, level: str, spec: GridSpec,
         except DataError as exc:
             notes.errors.append(str(exc))
             return None
-        frames = None if lab is None else (lab.frames if lab.frames is not None
-                                           else np.arange(lab.num_rows))
+        frames = None if lab is None else _label_frames(lab)
         placed = frame_grid(req.video, clock, frames, None if lab is None else lab.values,
                             None if lab is None else lab.valid, timing.tolerance, notes)
         if placed is None:
             return None
-        return placed.grid, placed.frames, None if lab is None else (placed.y, placed.ok)
+        return placed.grid, placed.frames
     starts = [a.timestamps[0] for a in arrays.values() if len(a.timestamps)]
     ends = [a.timestamps[-1] for a in arrays.values() if len(a.timestamps)]
     if not starts:
         raise DataError(f"video {req.video!r}: every feature is empty")
-    return fixed_grid(min(starts), max(ends), spec), None, None
+    return fixed_grid(min(starts), max(ends), spec), None
 
 
-def _pack_targets(requests: list[VideoRequest], targets: list[tuple | None], level: str,
+def _label_frames(lab: VideoLabels) -> np.ndarray:
+    return lab.frames if lab.frames is not None else np.arange(lab.num_rows)
+
+
+def _pack_targets(requests: list[VideoRequest], staged: list[StagedVideo], level: str,
                   total: int) -> tuple[np.ndarray, np.ndarray]:
+    """Labels on the grids: one row per video, or per-frame labels placed on their frames
+    (outside the stage cache: jobs that share a grid may differ in label values)."""
     k = requests[0].labels.values.shape[1]
     if level == "video":
         y = np.stack([r.labels.values[0] for r in requests]).astype(np.float32)
         ok = np.stack([r.labels.valid[0] for r in requests])
-    else:  # per-frame labels, already placed on each video's grid
-        y = np.zeros((total + 1, k), np.float32)
-        ok = np.zeros((total + 1, k), bool)
-        y[:total] = np.concatenate([t[0] for t in targets])
-        ok[:total] = np.concatenate([t[1] for t in targets])
+        return np.where(ok, y, 0).astype(np.float32), ok
+    y = np.zeros((total + 1, k), np.float32)
+    ok = np.zeros((total + 1, k), bool)
+    row = 0
+    for req, st in zip(requests, staged, strict=True):
+        lab = req.labels
+        n = len(st.times)
+        if lab.times is not None:  # labels that give their own times: the grid is theirs
+            y[row:row + n], ok[row:row + n] = lab.values, lab.valid
+        else:
+            y[row:row + n], ok[row:row + n] = place_labels(_label_frames(lab), lab.values,
+                                                           lab.valid, n)
+        row += n
     return np.where(ok, y, 0).astype(np.float32), ok

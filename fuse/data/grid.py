@@ -196,12 +196,21 @@ def frame_grid(video: str, clock: FrameClock, frames: np.ndarray | None,
                 notes.extended.append(f"{video} (+{beyond})")
             n = last
     times = clock.extended(n) if n > len(clock.times) else clock.times[:n]
-    k = values.shape[1]
-    y = np.zeros((n, k), np.float32)
-    ok = np.zeros((n, k), bool)
+    y, ok = place_labels(frames[keep], values[keep], valid[keep], n)
+    return FrameGrid(Grid.from_times(times), np.arange(n), y, ok)
+
+
+def place_labels(frames: np.ndarray, values: np.ndarray, valid: np.ndarray,
+                 n: int) -> tuple[np.ndarray, np.ndarray]:
+    """Label rows on a grid of ``n`` frames (step i = frame i): (n, K) values (0 where not
+    valid) and validity; rows of frames at or past ``n`` are left out."""
+    frames = np.asarray(frames, np.int64)
+    keep = frames < n
+    y = np.zeros((n, values.shape[1]), np.float32)
+    ok = np.zeros((n, values.shape[1]), bool)
     y[frames[keep]] = values[keep]
     ok[frames[keep]] = valid[keep]
-    return FrameGrid(Grid.from_times(times), np.arange(n), np.where(ok, y, 0), ok)
+    return np.where(ok, y, 0).astype(np.float32), ok
 
 
 def fixed_grid(start: float, end: float, spec: GridSpec) -> Grid:

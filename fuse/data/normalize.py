@@ -1,10 +1,25 @@
-"""Per-feature z-scores, fitted on the valid rows of the training videos only."""
+"""Per-feature z-scores (``data.normalize``), a registry of how they are fitted:
+
+- ``global``: one mean / std per feature from the valid rows of the training videos only;
+- ``group``: one per group (speaker, subject: ``labels.group_by``) and feature, from all of that
+  group's videos in every split. Features only, never labels, so a held-out speaker is
+  normalised by their own recordings (speaker normalisation, as in speech emotion work). At
+  ``predict`` time a video keeps the group it was fitted with; a new video needs its group
+  given (``fuse predict --groups``), and a group the run never saw is fitted on its own videos;
+- ``none``: the stored values as they are.
+"""
 
 from __future__ import annotations
 
+import logging
+from collections.abc import Callable
 from dataclasses import dataclass, field
 
 import numpy as np
+
+from extract.registry import Registry
+
+log = logging.getLogger(__name__)
 
 BLOCK_ROWS = 8192  # rows summed at a time (bounds the float64 temporaries)
 MIN_STD = 1e-6  # a constant column is divided by 1 instead
@@ -22,6 +37,12 @@ class Moments:
     def __post_init__(self) -> None:
         self.total = np.zeros(self.dim)
         self.squares = np.zeros(self.dim)
+
+    def merge(self, other: Moments) -> None:
+        """Add another set of sums (of the same feature) to this one."""
+        self.count += other.count
+        self.total += other.total
+        self.squares += other.squares
 
     def add(self, rows: np.ndarray) -> None:
         """Accumulate ``rows`` (T, D) in blocks (no whole-array float64 copy)."""
@@ -52,16 +73,114 @@ class Normalizer:
         stats = {name: m.mean_std() for name, m in moments.items()}
         return cls({n: s[0] for n, s in stats.items()}, {n: s[1] for n, s in stats.items()})
 
-    def apply(self, name: str, values: np.ndarray) -> np.ndarray:
-        """(N, D) → z-scores as float32."""
+    def apply(self, name: str, values: np.ndarray, group: str | None = None) -> np.ndarray:
+        """(N, D) → z-scores as float32 (``group`` is ignored: one set of statistics)."""
         return ((values.astype(np.float32) - self.mean[name].astype(np.float32))
                 / self.std[name].astype(np.float32))
 
-    def state_dict(self) -> dict[str, dict[str, list[float]]]:
+    def state_dict(self) -> dict:
         return {"mean": {k: v.tolist() for k, v in self.mean.items()},
                 "std": {k: v.tolist() for k, v in self.std.items()}}
 
     @classmethod
     def from_state_dict(cls, state: dict) -> Normalizer:
+        """Either kind, as saved in a checkpoint."""
+        if state.get("kind") == "group":
+            return GroupNormalizer.from_state_dict(state)
         return cls({k: np.asarray(v) for k, v in state["mean"].items()},
                    {k: np.asarray(v) for k, v in state["std"].items()})
+
+
+@dataclass
+class GroupNormalizer(Normalizer):
+    """Mean and std per group and feature (``mean`` / ``std`` hold the groups' pooled values,
+    used by nothing but kept for inspection)."""
+
+    groups: dict[str, Normalizer] = field(default_factory=dict)  # group → its statistics
+    videos: dict[str, str] = field(default_factory=dict)  # video → group, for the videos the
+    #                                                       statistics were fitted on
+
+    def group_of(self, video: str, given: str | None) -> str | None:
+        """A video's group: the one given (labels, --groups), else the one it was fitted with."""
+        return given or self.videos.get(video)
+
+    def apply(self, name: str, values: np.ndarray, group: str | None = None) -> np.ndarray:
+        if group not in self.groups:
+            raise KeyError(f"data.normalize=group: no statistics for group {group!r}")
+        return self.groups[group].apply(name, values)
+
+    def with_groups_of(self, names: list[str], dims: list[int],
+                       moments: list[dict[str, Moments]], groups: list[str]) -> GroupNormalizer:
+        """This normaliser plus statistics for the groups in ``groups`` it has not seen,
+        fitted on those videos' own features (e.g. new speakers at predict time)."""
+        new = sorted(set(groups) - set(self.groups))
+        if not new:
+            return self
+        log.warning("data.normalize=group: %d groups the run never saw are normalised by their "
+                    "own videos' statistics (without labels, each video is its own group)",
+                    len(new))
+        fitted = fit_group(names, dims, moments, [g in new for g in groups], groups)
+        return GroupNormalizer(self.mean, self.std, {**self.groups, **fitted.groups},
+                               dict(self.videos))
+
+    def state_dict(self) -> dict:
+        return {"kind": "group", **super().state_dict(),
+                "groups": {g: n.state_dict() for g, n in self.groups.items()},
+                "videos": dict(self.videos)}
+
+    @classmethod
+    def from_state_dict(cls, state: dict) -> GroupNormalizer:
+        base = Normalizer.from_state_dict({"mean": state["mean"], "std": state["std"]})
+        return cls(base.mean, base.std, {g: Normalizer.from_state_dict(n)
+                                         for g, n in state["groups"].items()},
+                   dict(state.get("videos", {})))
+
+
+# ------------------------------------------------------------------------------ fitting
+Fit = Callable[[list[str], list[int], list[dict[str, Moments]], list[bool], list[str]],
+               Normalizer]
+NORMALIZATIONS: Registry[Fit] = Registry("normalisation")
+
+
+def fit_normalizer(kind: str, names: list[str], dims: list[int],
+                   moments: list[dict[str, Moments]], fits: list[bool],
+                   groups: list[str]) -> Normalizer:
+    """Fit ``kind`` from per-video sums; ``fits`` marks the videos a global fit may use
+    (training split), ``groups`` gives each video's group."""
+    return NORMALIZATIONS.get(kind)(names, dims, moments, fits, groups)
+
+
+@NORMALIZATIONS.register("global")
+def fit_global(names: list[str], dims: list[int], moments: list[dict[str, Moments]],
+               fits: list[bool], groups: list[str]) -> Normalizer:
+    total = {n: Moments(d) for n, d in zip(names, dims, strict=True)}
+    for video, use in zip(moments, fits, strict=True):
+        if use:
+            for n in names:
+                total[n].merge(video[n])
+    return Normalizer.fit(total)
+
+
+@NORMALIZATIONS.register("group")
+def fit_group(names: list[str], dims: list[int], moments: list[dict[str, Moments]],
+              fits: list[bool], groups: list[str]) -> GroupNormalizer:
+    """One set per group from the videos ``fits`` marks (``load_fused`` passes every video:
+    features are not labels)."""
+    per: dict[str, dict[str, Moments]] = {}
+    pooled = {n: Moments(d) for n, d in zip(names, dims, strict=True)}
+    for video, group, use in zip(moments, groups, fits, strict=True):
+        if not use:
+            continue
+        sums = per.setdefault(group, {n: Moments(d) for n, d in zip(names, dims, strict=True)})
+        for n in names:
+            sums[n].merge(video[n])
+            pooled[n].merge(video[n])
+    base = Normalizer.fit(pooled)
+    return GroupNormalizer(base.mean, base.std, {g: Normalizer.fit(m) for g, m in per.items()})
+
+
+@NORMALIZATIONS.register("none")
+def fit_none(names: list[str], dims: list[int], moments: list[dict[str, Moments]],
+             fits: list[bool], groups: list[str]) -> Normalizer:
+    return Normalizer({n: np.zeros(d) for n, d in zip(names, dims, strict=True)},
+                      {n: np.ones(d) for n, d in zip(names, dims, strict=True)})

@@ -18,6 +18,7 @@ class ActionUnits(Task):
     name = "au"
     level = "frame"
     label_kind = "multilabel"
+    metric_name = "f1"
 
     def loss(self, outs: list[torch.Tensor], y: torch.Tensor, ok: torch.Tensor) -> torch.Tensor:
         return losses.binary_cross_entropy(outs[0], y, ok)

@@ -37,6 +37,15 @@ class Task:
         """Problems with the task options (no torch work)."""
         return []
 
+    def check_targets(self, targets: list[str]) -> list[str]:
+        """Problems of the task options with the labels' targets (classes)."""
+        return []
+
+    @property
+    def metric_label(self) -> str:
+        """What ``score`` is, in words (tables and summaries)."""
+        return f"mean {getattr(self, 'metric_name', 'score')} of {len(self.targets)} targets"
+
     @property
     def out_dim(self) -> int:
         """Model outputs per step (or per video)."""

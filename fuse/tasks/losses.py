@@ -36,15 +36,21 @@ def ccc_loss(pred: torch.Tensor, y: torch.Tensor, ok: torch.Tensor) -> torch.Ten
 
 
 def cross_entropy(logits: torch.Tensor, target: torch.Tensor, ok: torch.Tensor,
-                  gamma: float = 0.0) -> torch.Tensor:
-    """CE over valid entries; with ``gamma`` > 0 the focal loss (1 - p_t)^gamma · CE."""
+                  gamma: float = 0.0, alpha: torch.Tensor | None = None) -> torch.Tensor:
+    """Mean over valid entries of ``-alpha_t (1 - p_t)^gamma log p_t`` (paper 001 eq. 9, the
+    focal loss): plain CE with ``gamma`` 0 and no ``alpha``; ``alpha`` (C,) weighs each entry
+    by its true class (focal alpha, or class-balanced weights)."""
     if not ok.any():
         return _none(logits)
     logp = F.log_softmax(logits.float()[ok], dim=-1)  # (M, C)
-    logp_t = logp.gather(1, target[ok].long()[:, None]).squeeze(1)  # (M,)
+    cls = target[ok].long()  # (M,)
+    logp_t = logp.gather(1, cls[:, None]).squeeze(1)  # (M,)
+    loss = -logp_t
     if gamma > 0:
-        return -((1 - logp_t.exp()) ** gamma * logp_t).mean()
-    return -logp_t.mean()
+        loss = (1 - logp_t.exp()) ** gamma * loss
+    if alpha is not None:
+        loss = alpha.to(loss.device, loss.dtype)[cls] * loss
+    return loss.mean()
 
 
 def symmetric_kl(logits_a: torch.Tensor, logits_b: torch.Tensor,

@@ -1,4 +1,5 @@
-"""Challenge metrics in numpy: CCC, Pearson, F1 (macro, per class, per AU), confusion matrix.
+"""Challenge metrics in numpy: CCC, Pearson, F1 (macro, per class, per AU), recall and UAR,
+confusion matrix.
 
 Arrays hold only valid entries (callers drop invalid frames first). A metric over no entries is
 NaN; a constant prediction or target gives a correlation of 0.
@@ -44,6 +45,21 @@ def f1_per_class(pred: np.ndarray, true: np.ndarray, n_classes: int) -> np.ndarr
     tp = np.diag(cm).astype(np.float64)
     denom = 2 * tp + (cm.sum(axis=0) - tp) + (cm.sum(axis=1) - tp)
     return np.divide(2 * tp, denom, out=np.zeros(n_classes), where=denom > 0)
+
+
+def recall_per_class(pred: np.ndarray, true: np.ndarray, n_classes: int) -> np.ndarray:
+    """(C,) recall of each class; NaN for a class absent from ``true``."""
+    cm = confusion_matrix(pred, true, n_classes)
+    support = cm.sum(axis=1).astype(np.float64)
+    return np.divide(np.diag(cm), support, out=np.full(n_classes, np.nan), where=support > 0)
+
+
+def uar(pred: np.ndarray, true: np.ndarray, n_classes: int) -> float:
+    """Unweighted average recall: the mean recall over the classes present in ``true``
+    (balanced accuracy; the standard metric of speech emotion recognition)."""
+    if len(true) == 0:
+        return float("nan")
+    return float(np.nanmean(recall_per_class(pred, true, n_classes)))
 
 
 def macro_f1(pred: np.ndarray, true: np.ndarray, n_classes: int) -> float:

@@ -64,6 +64,9 @@ def fit(job: Job, resume: bool = False) -> TrainState:
     epoch_log = EpochLog(job.run.log, state.epoch)
     train_videos, val_videos = job.data.indices("train"), job.data.indices("val")
     val_targets = [job.data.targets_of(v) for v in val_videos]
+    # AU: select under the thresholds the output will use (tuned on val, or 0.5 when
+    # post.tune_thresholds is off); {} means "no tuning" to Task.score
+    decision = None if job.cfg.post.tune_thresholds else {}
     snapshots = window(cfg)
     end = min(cfg.epochs, snapshots[-1]) if snapshots else cfg.epochs
     if end < cfg.epochs:
@@ -106,7 +109,8 @@ def fit(job: Job, resume: bool = False) -> TrainState:
         if len(val_videos):
             preds = predict_videos(eval_model, task, job.batcher, job.planner, val_videos,
                                    cfg.amp)
-            score = score_videos(task, preds, val_targets).get("score", float("nan"))
+            score = score_videos(task, preds, val_targets, decision).get("score",
+                                                                         float("nan"))
         eval_seconds = time.perf_counter() - started - train_seconds
         state.epoch = epoch + 1
         improved = not math.isnan(score) and score > state.best_score

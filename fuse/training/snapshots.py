@@ -21,11 +21,19 @@ FOLDER = "snapshots"
 
 
 def window(cfg: TrainConfig) -> list[int]:
-    """The snapshot epochs (1-based, inclusive window); [] when none are kept."""
-    if len(cfg.snapshot_epochs) != 2:
-        return []
-    first, last = cfg.snapshot_epochs
-    return list(range(first, last + 1))
+    """Every snapshot epoch (1-based): the union of ``snapshot_epochs`` and the per-target
+    windows of ``snapshot_targets``; [] when none are kept."""
+    spans = [cfg.snapshot_epochs, *cfg.snapshot_targets.values()]
+    return sorted({e for span in spans if len(span) == 2 for e in range(span[0], span[1] + 1)})
+
+
+def target_windows(cfg: TrainConfig, targets: list[str]) -> dict[str, list[int]]:
+    """Each target's snapshot epochs: its own window, else ``snapshot_epochs``."""
+    out = {}
+    for t in targets:
+        span = cfg.snapshot_targets.get(t, cfg.snapshot_epochs)
+        out[t] = list(range(span[0], span[1] + 1)) if len(span) == 2 else []
+    return out
 
 
 def checkpoint_path(root: Path, epoch: int) -> Path:
@@ -40,35 +48,43 @@ def outputs_path(root: Path, epoch: int, split: str) -> Path:
 def check(cfg: FuseConfig) -> list[str]:
     """Problems with Train-Val-Mix and the snapshot window, all at once."""
     from fuse.experiments.ensemble import AUTO, COMBINERS
+    from fuse.labels.splits import nested, uses_folds
+    from fuse.model.encoders.classic import is_classic
     from fuse.tasks import TASKS
 
     p: list[str] = []
     lab, t = cfg.labels, cfg.train
     snaps = t.snapshot_epochs
+    classic = is_classic(cfg.model.encoder.name)
     if lab.train_val_mix:
-        if not snaps:
-            p.append("labels.train_val_mix: needs train.snapshot_epochs=[first,last], the epochs "
-                     "whose snapshots are combined (no validation split picks a model; paper "
-                     "004: [16,25] for arousal, [11,16] for valence)")
+        if not snaps and not t.snapshot_targets and not classic:
+            p.append("labels.train_val_mix: needs train.snapshot_epochs=[first,last] (or "
+                     "train.snapshot_targets), the epochs whose snapshots are combined (no "
+                     "validation split picks a model; paper 004: [16,25] for arousal, [11,16] "
+                     "for valence)")
         if t.patience:
             p.append(f"train.patience: early stopping needs a validation score and "
                      f"labels.train_val_mix has none; set 0 (got {t.patience})")
-        if lab.folds or lab.official_val_fold:
+        if (uses_folds(lab) and not nested(lab)) or lab.official_val_fold:
             p.append(f"labels.train_val_mix: trains on train + val together; labels.folds="
-                     f"{lab.folds} (k-fold validation) contradicts it")
-    elif snaps:
-        p.append(f"train.snapshot_epochs: {snaps} is only used with labels.train_val_mix=true "
-                 "(a run with a validation split keeps its best epoch)")
-    if snaps:
-        if len(snaps) != 2:
-            p.append(f"train.snapshot_epochs: give [first, last], got {snaps}")
-        else:
-            first, last = snaps
-            if not 1 <= first <= last:
-                p.append(f"train.snapshot_epochs: need 1 <= first <= last, got {snaps}")
-            if last > t.epochs:
-                p.append(f"train.snapshot_epochs: the window {snaps} ends after train.epochs="
-                         f"{t.epochs}")
+                     f"{lab.folds} with labels.fold_holdout=val (a validation fold) "
+                     "contradicts it; fold_holdout=test holds each fold out as test")
+    elif snaps or t.snapshot_targets:
+        p.append(f"train.snapshot_epochs: {snaps or t.snapshot_targets} "
+                 "are only used with labels.train_val_mix=true (a run with a validation split "
+                 "keeps its best epoch)")
+    for key, span in [("snapshot_epochs", snaps),
+                      *((f"snapshot_targets.{k}", v) for k, v in t.snapshot_targets.items())]:
+        if not span and key == "snapshot_epochs":
+            continue
+        if len(span) != 2:
+            p.append(f"train.{key}: give [first, last], got {span}")
+            continue
+        first, last = span
+        if not 1 <= first <= last:
+            p.append(f"train.{key}: need 1 <= first <= last, got {span}")
+        if last > t.epochs:
+            p.append(f"train.{key}: the window {span} ends after train.epochs={t.epochs}")
     name = t.snapshot_combine
     if name != "auto" and name not in COMBINERS:
         p.append(f"train.snapshot_combine: unknown {COMBINERS.kind} {name!r}; known: auto, "
@@ -111,9 +127,12 @@ def snapshot_outputs(model, task, batcher, planner, videos: dict[str, np.ndarray
     return out
 
 
-def combine_snapshots(per_epoch: dict[int, dict[str, list]], kind: str,
-                      method: str) -> dict[str, list[np.ndarray]]:
-    """The snapshots' outputs combined (the ensemble combiners), per split and video."""
+def combine_snapshots(per_epoch: dict[int, dict[str, list]], kind: str, method: str,
+                      columns: list[list[int]] | None = None) -> dict[str, list[np.ndarray]]:
+    """The snapshots' outputs combined (the ensemble combiners), per split and video.
+
+    ``columns`` (one epoch list per output column) combines each column over its own epochs
+    (per-target windows); None combines every column over all of ``per_epoch``."""
     from fuse.experiments.ensemble import combine
 
     first = next(iter(per_epoch.values()))
@@ -123,6 +142,15 @@ def combine_snapshots(per_epoch: dict[int, dict[str, list]], kind: str,
             out[split] = []
             continue
         cuts = np.cumsum([len(b) for b in blocks])[:-1]
-        merged = combine([np.concatenate(e[split]) for e in per_epoch.values()], kind, method)
+        if columns is None:
+            merged = combine([np.concatenate(e[split]) for e in per_epoch.values()], kind,
+                             method)
+        else:
+            merged = np.concatenate(first[split]).astype(np.float32, copy=True)
+            for epochs in {tuple(e) for e in columns}:
+                part = combine([np.concatenate(per_epoch[e][split]) for e in epochs], kind,
+                               method)
+                cols = [k for k, e in enumerate(columns) if tuple(e) == epochs]
+                merged[:, cols] = part[:, cols]
         out[split] = np.split(merged, cuts)
     return out
