@@ -399,3 +399,21 @@ def test_file_url_is_the_local_path(tmp_path: Path) -> None:
         write_all(store, clips(3))
     assert (tmp_path / "s.zarr" / "feat" / "zarr.json").is_file()
     assert len(open_store(tmp_path / "s.zarr").complete_set("feat")) == 3
+
+
+def test_long_and_non_ascii_ids(tmp_path: Path) -> None:
+    """Ids of any length and script: nothing in the store is named after a video, and an
+    export shortens file names that would be too long (the id round-trips)."""
+    from extract.io import export_feature, import_features
+
+    vid = "说话人/" + "情绪 表达 " * 20 + "clip 01"  # ~250 bytes of UTF-8, spaces
+    store = make(tmp_path / "s.zarr", dim=3)
+    data = np.arange(12, dtype=np.float16).reshape(4, 3)
+    store.write_video("feat", vid, data, np.arange(4) / 25)
+    store.close()
+    assert open_store(tmp_path / "s.zarr").video_attrs("feat", vid)["num_frames"] == 4
+    export_feature(str(tmp_path / "s.zarr"), "feat", "csv", str(tmp_path / "csv"))
+    assert all(len(p.name.encode()) <= 255 for p in (tmp_path / "csv").rglob("*"))
+    import_features("csv", "back", None, tmp_path / "csv", tmp_path / "t.zarr")
+    fa = open_store(tmp_path / "t.zarr").read_video("back", vid)
+    np.testing.assert_array_equal(fa.data, data)

@@ -171,12 +171,23 @@ def files_by_video(source: Path, suffixes: tuple[str, ...]) -> list[tuple[str, P
     return sorted(found)
 
 
+#: Bytes of one file-name component written by an export (file systems allow 255).
+MAX_NAME_BYTES = 200
+
+
 def video_relpath(video: str, suffix: str) -> PurePosixPath:
-    """A safe relative file path for a video id (its own path when safe, else its store key)."""
+    """A safe relative file path for a video id: its own path when safe and short enough,
+    else its escaped key, shortened to a readable prefix plus a hash when that is too long
+    for a file name. Exports record the mapping back to the id."""
     parts = video.split("/")
-    if all(p and p not in (".", "..") and not p.startswith(("_", ".")) for p in parts):
+    if all(p and p not in (".", "..") and not p.startswith(("_", "."))
+           and len(p.encode()) + len(suffix) <= MAX_NAME_BYTES for p in parts):
         return PurePosixPath(video + suffix)
-    return PurePosixPath(video_key(video) + suffix)
+    key = video_key(video)
+    if len(key) + len(suffix) > MAX_NAME_BYTES:
+        digest = hashlib.sha256(video.encode()).hexdigest()[:16]
+        key = f"{key[:MAX_NAME_BYTES - len(suffix) - 18]}-h{digest}"
+    return PurePosixPath(key + suffix)
 
 
 _DIGITS = re.compile(r"\d+")

@@ -16,7 +16,8 @@ import numpy as np
 from extract.errors import StoreError
 
 _VERSION_PACKAGES = ("affect-feature-store", "numpy", "torch", "transformers", "zarr", "av",
-                     "opensmile", "opencv-python-headless")
+                     "opensmile", "opencv-python-headless", "mediapipe", "onnxruntime",
+                     "dlib-bin", "pillow")
 
 
 def fingerprint(obj: Mapping[str, Any]) -> str:

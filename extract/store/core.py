@@ -334,6 +334,12 @@ class FeatureStore:
             raise StoreError(f"video {video!r} of feature {feature!r} is not in {self.path}")
         return entry
 
+    def video_attrs(self, feature: str, video: str) -> dict[str, Any]:
+        """A complete video's attributes (frames, valid frames, time, rate, source, …) from
+        the index alone, without reading its rows."""
+        entry = self.entry(feature, video)
+        return self._attrs(feature, entry, self.layout(feature, entry.pack))
+
     # ---------------------------------------------------------------- write
     def write_video(self, feature: str, video: str, data: np.ndarray, timestamps: np.ndarray,
                     mask: np.ndarray | None = None, *, source: Mapping[str, Any] | None = None,
