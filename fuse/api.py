@@ -77,6 +77,10 @@ def train(config: FuseConfig | dict[str, Any], *, resume: bool = False) -> RunRe
     from fuse.training.loop import Job, fit
     from fuse.training.seed import pick_device, seed_everything
 
+    if resume:  # the run's saved config.yaml, with only harmless changes (fuse.resume)
+        from fuse.resume import record_resume, resume_config
+
+        config, resumed = resume_config(config)
     plan = check(config).raise_if_failed()
     cfg = plan.cfg
     run = RunDir(Path(cfg.output.dir)).make()
@@ -86,6 +90,8 @@ def train(config: FuseConfig | dict[str, Any], *, resume: bool = False) -> RunRe
         log.warning("%s holds an earlier run; it is overwritten (--resume continues it)",
                     run.root)
     save_config(cfg, run.config)
+    if resume:
+        record_resume(run.root, resumed)
     summary = plan.summary()
     log.info("labels %s; videos %s; features %s", summary["labels"], summary["videos"],
              summary["features"])

@@ -50,7 +50,7 @@ def make_pool(options: RunOptions, configs: list[WorkerConfig]) -> Any:
     if options.backend == "ray":
         from extract.runner.ray_pool import RayPool
 
-        return RayPool(configs, options.ray_address)
+        return RayPool(configs, options.ray_address, timeout=options.ray_timeout)
     from extract.runner.pool import Pool
 
     return Pool(configs)
@@ -104,6 +104,10 @@ def run(options: RunOptions) -> RunSummary:
     features = resolve_features(options)  # validates the options too
     if options.backend == "local":  # a Ray cluster's GPUs are not on this machine
         check_gpus(options.gpus)
+    else:  # connect, check the cluster's GPUs / CPUs, absolute paths: before the store changes
+        from extract.runner.ray_pool import prepare
+
+        options = prepare(options)
     items = discover(options.input, input_kinds(features))
     store = FeatureStore(options.store, "a")
     check_store(store, features)

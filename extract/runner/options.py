@@ -39,10 +39,13 @@ class RunOptions:
     claims: bool = True  # claim (feature, video) pairs so several runs can share a local store
     backend: str = "local"  # local (processes here) | ray (video shards as Ray tasks)
     ray_address: str | None = None  # Ray cluster address (default: $RAY_ADDRESS, else local)
+    ray_timeout: float = 30.0  # seconds to reach the Ray cluster and to check its nodes
 
     def __post_init__(self) -> None:
         self.input = Path(self.input)
         self.store = str(self.store)
+        if self.store.startswith("file://"):  # a local folder (claims and records need one)
+            self.store = self.store[len("file://"):]
         self.catalog = Path(self.catalog) if self.catalog else None
         env = [m for m in os.environ.get(PLUGINS_ENV, "").split(",") if m.strip()]
         self.plugins = list(dict.fromkeys([*self.plugins, *(m.strip() for m in env)]))
@@ -91,6 +94,12 @@ class RunOptions:
             problems.append(f"--batch-size NAME=B needs a positive integer B, got {bad}")
         if self.backend not in ("local", "ray"):
             problems.append(f"--backend must be 'local' or 'ray', got {self.backend!r}")
+        if not self.ray_timeout > 0:
+            problems.append(f"--ray-timeout must be positive, got {self.ray_timeout!r}")
+        if self.store.startswith("memory://") and (self.backend == "ray" or self.num_workers):
+            problems.append(f"--store {self.store} lives inside one process, where worker "
+                            "processes cannot see it: use --workers 0, or a folder or an "
+                            "object-store URL")
         if not self.image_fps > 0:
             problems.append(f"--image-fps must be positive, got {self.image_fps!r}")
         try:
