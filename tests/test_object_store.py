@@ -10,7 +10,6 @@ import contextlib
 import json
 import os
 import signal
-import socket
 import subprocess
 import sys
 import time
@@ -20,6 +19,7 @@ import numpy as np
 import pytest
 import yaml
 from media_utils import write_video
+from s3_server import moto_server
 from typer.testing import CliRunner
 
 from extract.cli import app
@@ -38,50 +38,18 @@ OUTPUTS = ["meancolor", "meancolor.gray", "fbank"]
 BUCKET = "affect"
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
 @pytest.fixture(scope="module")
 def s3(tmp_path_factory: pytest.TempPathFactory):
-    """A moto S3 server on 127.0.0.1 and the environment that points s3fs at it."""
-    pytest.importorskip("s3fs")
-    pytest.importorskip("moto")
-    port = _free_port()
-    log = tmp_path_factory.mktemp("moto") / "server.log"
-    with log.open("w") as fh:
-        proc = subprocess.Popen([sys.executable, "-m", "moto.server", "-H", "127.0.0.1", "-p",
-                                 str(port)], stdout=fh, stderr=subprocess.STDOUT,
-                                start_new_session=True)
+    """A moto S3 server on 127.0.0.1; its environment is set for this module's tests."""
+    stack = contextlib.ExitStack()
     try:
-        deadline = time.time() + 60
-        while True:
-            try:
-                socket.create_connection(("127.0.0.1", port), timeout=1).close()
-                break
-            except OSError:
-                if proc.poll() is not None or time.time() > deadline:
-                    pytest.skip(f"the moto S3 server could not start: {log.read_text()[-500:]}")
-                time.sleep(0.2)
-        env = {"AWS_ACCESS_KEY_ID": "testing", "AWS_SECRET_ACCESS_KEY": "testing",
-               "AWS_DEFAULT_REGION": "us-east-1", "AWS_ENDPOINT_URL": f"http://127.0.0.1:{port}"}
-        with pytest.MonkeyPatch.context() as mp:
-            for key, value in env.items():
-                mp.setenv(key, value)
-            import fsspec
-
-            fsspec.filesystem("s3", skip_instance_cache=True).mkdir(BUCKET)
-            yield env
-    finally:
-        with contextlib.suppress(ProcessLookupError):
-            os.killpg(proc.pid, signal.SIGTERM)
-        try:
-            proc.wait(timeout=10)
-        except subprocess.TimeoutExpired:
-            os.killpg(proc.pid, signal.SIGKILL)
-            proc.wait(timeout=10)
+        env = stack.enter_context(moto_server(tmp_path_factory.mktemp("moto") / "log", BUCKET))
+    except RuntimeError as exc:
+        pytest.skip(str(exc))
+    with stack, pytest.MonkeyPatch.context() as mp:
+        for key, value in env.items():
+            mp.setenv(key, value)
+        yield env
 
 
 def _fs():
@@ -123,12 +91,15 @@ def test_extract_run_killed_and_resumed_against_the_bucket(s3, inputs, tmp_path,
     slow = _extract(_run_args(url), inputs, _env(s3, EXTRACT_TEST_SLOW_S="0.3"))
     deadline = time.time() + 120
     done: set[str] = set()
+    error = None
     while time.time() < deadline and slow.poll() is None and len(done) < 2:
         time.sleep(0.5)
-        with contextlib.suppress(Exception):  # the store may not exist yet
+        try:
             seen = FeatureStore(url)
             done = set.intersection(*(seen.complete_set(f) for f in OUTPUTS))
-    assert slow.poll() is None and 2 <= len(done) < 6, (done, slow.poll())
+        except Exception as exc:  # noqa: BLE001 (the store may not exist yet)
+            error = exc
+    assert slow.poll() is None and 2 <= len(done) < 6, (done, slow.poll(), error)
     os.killpg(slow.pid, signal.SIGKILL)
     slow.wait()
     rerun = _extract(_run_args(url), inputs, _env(s3))

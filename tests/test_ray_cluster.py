@@ -6,6 +6,7 @@ see are refused up front, in one line. The cluster is always stopped (its proces
 
 from __future__ import annotations
 
+import contextlib
 import csv
 import os
 import signal
@@ -21,6 +22,7 @@ import pytest
 import yaml
 from media_utils import write_video
 from ray_cluster import LocalCluster
+from s3_server import moto_server
 
 from extract.overview import store_rows
 from extract.runner import RunOptions, run
@@ -36,6 +38,7 @@ CATALOG = {
               "input": {"sample_rate": 16000, "window": 0.025, "hop": 0.01}, "rate": 100},
 }
 OUTPUTS = ["meancolor", "meancolor.gray", "fbank"]
+BUCKET = "cluster"
 RUN = ["--feature", "meancolor,fbank", "--input", "inputs", "--catalog", "features.yaml",
        "--plugin", "runner_plugin", "--detector", "test_center", "--batch-size", "4",
        "--no-progress"]
@@ -54,10 +57,23 @@ def hang_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 
 @pytest.fixture(scope="module")
-def cluster(hang_dir: Path):
+def s3_env(tmp_path_factory: pytest.TempPathFactory):
+    """A loopback S3 server for the cluster's nodes too (None when it cannot start)."""
+    stack = contextlib.ExitStack()
+    try:
+        env = stack.enter_context(moto_server(tmp_path_factory.mktemp("moto") / "log", BUCKET))
+    except RuntimeError:
+        env = None
+    with stack:
+        yield env
+
+
+@pytest.fixture(scope="module")
+def cluster(hang_dir: Path, s3_env: dict[str, str] | None):
     pytest.importorskip("ray")
     c = LocalCluster(head_cpus=1, worker_cpus=1,
-                     env={"PYTHONPATH": _pythonpath(), "EXTRACT_TEST_HANG_DIR": str(hang_dir)})
+                     env={"PYTHONPATH": _pythonpath(), "EXTRACT_TEST_HANG_DIR": str(hang_dir),
+                          **(s3_env or {})})
     try:
         yield c.start()
     finally:
@@ -99,8 +115,8 @@ def _fuse_data(store_path: Path, labels: Path, fps: float = 10.0) -> None:
         w.writerows(rows)
 
 
-def _cli(tool: str, args: list[str], cwd: Path, timeout: float = 300) -> Any:
-    env = {**os.environ, "PYTHONPATH": _pythonpath()}
+def _cli(tool: str, args: list[str], cwd: Path, timeout: float = 300, **extra: str) -> Any:
+    env = {**os.environ, "PYTHONPATH": _pythonpath(), **extra}
     env.pop("RAY_ADDRESS", None)
     return subprocess.run([sys.executable, "-m", tool, *args], cwd=cwd, env=env,
                           capture_output=True, text=True, timeout=timeout)
@@ -116,23 +132,41 @@ def _same_arrays(a: FeatureStore, b: FeatureStore) -> None:
             np.testing.assert_array_equal(x.mask, y.mask)
 
 
-def _local_reference(work: Path, store: Path) -> None:
+@pytest.fixture(scope="module")
+def reference(work: Path, tmp_path_factory: pytest.TempPathFactory) -> FeatureStore:
+    """The same extraction with the local backend, in this process (the plugin module is
+    importable: pytest puts this folder on sys.path)."""
+    store = tmp_path_factory.mktemp("ref") / "local.zarr"
     summary = run(RunOptions(features=["meancolor", "fbank"], input=work / "inputs",
                              store=str(store), workers=0, catalog=work / "features.yaml",
                              detector="test_center", plugins=["runner_plugin"],
                              progress=False, batch_size=4))
     assert summary.exit_code == 0, summary.to_dict()
+    return FeatureStore(store)
 
 
-def test_extract_run_with_relative_paths_equals_local(cluster, work, tmp_path, monkeypatch):
-    monkeypatch.syspath_prepend(str(TESTS))
+def test_extract_run_with_relative_paths_equals_local(cluster, work, reference):
     ray_run = _cli("extract", ["run", *RUN, "--store", "rel.zarr", "--backend", "ray",
                                "--ray-address", cluster.address, "--workers", "2"], cwd=work)
     assert ray_run.returncode == 0, ray_run.stdout + ray_run.stderr
     assert not (Path(cluster.tmp) / "rel.zarr").exists(), "a stray store in the cluster's folder"
-    _local_reference(work, tmp_path / "local.zarr")
-    _same_arrays(FeatureStore(tmp_path / "local.zarr"), FeatureStore(work / "rel.zarr"))
+    _same_arrays(reference, FeatureStore(work / "rel.zarr"))
     assert all(len(FeatureStore(work / "rel.zarr").videos(f)) == 6 for f in OUTPUTS)
+
+
+def test_extract_run_on_ray_into_a_bucket(cluster, work, reference, s3_env, monkeypatch):
+    if s3_env is None:
+        pytest.skip("the moto S3 server could not start")
+    url = f"s3://{BUCKET}/ray.zarr"
+    ray_run = _cli("extract", ["run", *RUN, "--store", url, "--backend", "ray",
+                               "--ray-address", cluster.address, "--workers", "2"], cwd=work,
+                   **s3_env)
+    assert ray_run.returncode == 0, ray_run.stdout + ray_run.stderr
+    for key, value in s3_env.items():
+        monkeypatch.setenv(key, value)
+    _same_arrays(reference, FeatureStore(url))
+    runs = list((work / "extract_runs").glob("*/summary.json"))  # records beside the command
+    assert len(runs) == 1, runs
 
 
 def test_fuse_grid_with_relative_paths_equals_local(cluster, work):
