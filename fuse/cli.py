@@ -240,6 +240,8 @@ def grid(grid_file: Annotated[Path | None, typer.Option("--grid", help="grid YAM
     if ensemble_top is not None:
         raw["ensemble_top"] = ensemble_top
     spec = _guard(lambda: load_grid(raw))
+    if ray_address and backend != "ray":
+        _fail([f"--ray-address {ray_address} is used only with --backend ray"])
     outcome = _guard(lambda: run_grid(spec, out, workers=workers, gpus=gpus, backend=backend,
                                       ray_address=ray_address, ray_timeout=ray_timeout))
     print_ranking(outcome, _console())

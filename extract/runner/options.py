@@ -94,6 +94,8 @@ class RunOptions:
             problems.append(f"--batch-size NAME=B needs a positive integer B, got {bad}")
         if self.backend not in ("local", "ray"):
             problems.append(f"--backend must be 'local' or 'ray', got {self.backend!r}")
+        if self.ray_address and self.backend != "ray":
+            problems.append(f"--ray-address {self.ray_address} is used only with --backend ray")
         if not self.ray_timeout > 0:
             problems.append(f"--ray-timeout must be positive, got {self.ray_timeout!r}")
         if self.store.startswith("memory://") and (self.backend == "ray" or self.num_workers):
