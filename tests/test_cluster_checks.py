@@ -80,6 +80,12 @@ def test_memory_store_needs_one_process(tmp_path):
     assert not any("one process" in p for p in ok.problems())
 
 
+def test_ray_address_needs_the_ray_backend(tmp_path):
+    problems = RunOptions(features=["x"], input=tmp_path, store="s.zarr",
+                          ray_address="head:6379").problems()
+    assert any("used only with --backend ray" in p for p in problems), problems
+
+
 # ---------------------------------------------------------------------------- Ray addresses
 @pytest.mark.parametrize("text", ["bogus", "http://127.0.0.1:6379", "127.0.0.1", "head:port",
                                   "ray://", "127.0.0.1:70000"])
