@@ -178,7 +178,13 @@ class RayPool:
         import ray
 
         restarts_left = max(3, len(pending))
+        should_stop = getattr(sink, "should_stop", None)  # sinks that stop a run (full disk)
         while pending or any(h.assigned for h in self.handles if not h.dead):
+            if pending and should_stop is not None and should_stop():
+                for task in pending:  # what was handed out finishes; the rest is not started
+                    sink.not_started(task)  # type: ignore[attr-defined]
+                pending.clear()
+                continue
             live = [h for h in self.handles if not h.dead]
             if not live:
                 if restarts_left <= 0 or self._only_startup_failures():
