@@ -29,8 +29,26 @@ app = typer.Typer(
     rich_markup_mode="markdown",
 )
 
-StoreOpt = Annotated[Path, typer.Option("--store", "-s", help="Feature store path (a .zarr "
-                                        "folder).")]
+
+
+def _store_arg(value: str | None) -> str | None:
+    """``--store``: a folder or an fsspec URL (``s3://``, ``gs://``, ``file://``, ``memory://``),
+    checked before the command runs (``s3:/x`` with a lost slash is refused, not a folder)."""
+    if value is None:
+        return None
+    from extract.errors import ConfigError
+    from extract.locations import store_location
+
+    try:
+        return store_location(value)
+    except ConfigError as exc:
+        raise typer.BadParameter(str(exc)) from None
+
+
+StoreOpt = Annotated[str, typer.Option("--store", "-s", callback=_store_arg, help="Feature "
+                                       "store: a .zarr folder, or an fsspec URL such as "
+                                       "s3://bucket/features.zarr (claims off; run records "
+                                       "in ./extract_runs/).")]
 CatalogOpt = Annotated[Path | None, typer.Option("--catalog", help="Feature catalog "
                                                  "(default: $EXTRACT_FEATURES, ./features.yaml, "
                                                  "or the one beside the package).")]
@@ -211,12 +229,16 @@ def run_cmd(
     progress: Annotated[bool, typer.Option(help="Progress bar on stderr.")] = True,
     claims: Annotated[bool, typer.Option(help="Claim each video in the store first, so several "
                                          "runs (machines, GPUs) can share one store.")] = True,
-    backend: Annotated[str, typer.Option(help="local: worker processes here; ray: video "
-                                         "shards as Ray tasks (needs the 'ray' extra).")
+    backend: Annotated[str, typer.Option(help="local: worker processes here; ray: one Ray "
+                                         "actor per worker, fed video by video (needs the "
+                                         "'ray' extra).")
                        ] = "local",
     ray_address: Annotated[str | None, typer.Option("--ray-address", help="Ray cluster "
-                                                    "address (default: $RAY_ADDRESS, else a "
-                                                    "local instance).")] = None,
+                                                    "address HOST:PORT or ray://HOST:10001 "
+                                                    "(default: $RAY_ADDRESS, else a local "
+                                                    "instance).")] = None,
+    ray_timeout: Annotated[float, typer.Option("--ray-timeout", help="Seconds to reach the "
+                                               "Ray cluster and to check its nodes.")] = 30.0,
     strict: Annotated[bool, typer.Option("--strict", help="Count a feature that does not "
                                          "apply to an input (visual on a file without video, "
                                          "audio on one without sound) as failed.")] = False,
@@ -253,7 +275,8 @@ def run_cmd(
             fps_table=fps_table, weights=parse_weights(weights or []),
             sets=parse_sets(set_ or []), catalog=catalog, detector=detector,
             plugins=split_names(plugin or []), run_id=run_id, progress=progress,
-            claims=claims, backend=backend, ray_address=ray_address, strict=strict)
+            claims=claims, backend=backend, ray_address=ray_address, strict=strict,
+            ray_timeout=ray_timeout)
         try:
             summary = run(options)
         except KeyboardInterrupt:

@@ -103,6 +103,10 @@ def train(config: FuseConfig | dict[str, Any], *, resume: bool = False,
     from fuse.training.loop import Job, fit
     from fuse.training.seed import pick_device, seed_everything
 
+    if resume:  # the run's saved config.yaml, with only harmless changes (fuse.resume)
+        from fuse.resume import record_resume, resume_config
+
+        config, resumed = resume_config(config)
     plan = check(config).raise_if_failed()
     cfg = plan.cfg
     run = RunDir(Path(cfg.output.dir)).make()
@@ -116,6 +120,8 @@ def train(config: FuseConfig | dict[str, Any], *, resume: bool = False,
 
     write_json(run.features, feature_records(plan.sources))  # predict / eval check these
     write_json(run.video_ids, plan.labels.source_ids)
+    if resume:
+        record_resume(run.root, resumed)
     summary = plan.summary()
     split_info = split_report(plan.labels, plan.splits, cfg.labels)
     log.info("labels %s; videos %s; features %s; splits grouped by %s", summary["labels"],

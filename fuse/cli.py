@@ -17,7 +17,25 @@ app = typer.Typer(add_completion=False, no_args_is_help=True, rich_markup_mode=N
                   help="Fusion trainer: features from a store → temporal model → predictions.")
 log = logging.getLogger("fuse")
 
-Store = Annotated[str | None, typer.Option("--store", help="feature store(s), comma-separated")]
+
+
+def _stores_arg(value: str | None) -> str | None:
+    """``--store``: folders or fsspec URLs (``s3://…``), comma-separated, checked up front
+    (``file://`` URLs become folders; ``s3:/x`` with a lost slash is refused)."""
+    if value is None:
+        return None
+    from extract.errors import ConfigError as StoreArgError
+    from extract.locations import store_location
+
+    try:
+        return ",".join(store_location(p.strip()) for p in value.split(",") if p.strip())
+    except StoreArgError as exc:
+        raise typer.BadParameter(str(exc)) from None
+
+
+Store = Annotated[str | None, typer.Option(
+    "--store", callback=_stores_arg,
+    help="feature store(s), comma-separated: folders or URLs (s3://bucket/f.zarr)")]
 Labels = Annotated[str | None, typer.Option("--labels", help="label file or folder")]
 LabelFormat = Annotated[str | None, typer.Option(
     "--label-format", help="affwild2-va | affwild2-expr | affwild2-au | hume | csv")]
@@ -116,7 +134,8 @@ def evaluate(run: Annotated[Path, typer.Option("--run", help="run folder")],
 
 @app.command()
 def predict(run: Annotated[Path, typer.Option("--run", help="run folder")],
-            store: Annotated[str, typer.Option("--store", help="feature store(s), comma-sep.")],
+            store: Annotated[str, typer.Option("--store", callback=_stores_arg,
+                                               help="feature store(s), comma-sep.")],
             out: Annotated[Path, typer.Option("--out", help="FILE.csv, or a folder for the "
                                                             "challenge's per-video files")],
             videos: Annotated[str | None, typer.Option("--videos", help="only these ids, "
@@ -245,8 +264,12 @@ def grid(grid_file: Annotated[Path | None, typer.Option("--grid", help="grid YAM
          workers: Annotated[int, typer.Option(help="parallel CPU jobs")] = 1,
          gpus: Annotated[int, typer.Option(help="parallel jobs, one per GPU")] = 0,
          backend: Annotated[str, typer.Option(help="local | ray")] = "local",
-         ray_address: Annotated[str | None, typer.Option("--ray-address",
-                                                         help="Ray cluster address")] = None,
+         ray_address: Annotated[str | None, typer.Option(
+             "--ray-address", help="Ray cluster address HOST:PORT or ray://HOST:10001 "
+             "(default: $RAY_ADDRESS, else a local instance)")] = None,
+         ray_timeout: Annotated[float, typer.Option(
+             "--ray-timeout", help="seconds to reach the Ray cluster and check its nodes")
+             ] = 30.0,
          overrides: Overrides = None) -> None:
     """Run an ablation grid (features x encoders x params x seeds [x folds]), rank the cells.
 
@@ -280,12 +303,15 @@ def grid(grid_file: Annotated[Path | None, typer.Option("--grid", help="grid YAM
     if ensemble_top is not None:
         raw["ensemble_top"] = ensemble_top
     spec = _guard(lambda: load_grid(raw))
+    if ray_address and backend != "ray":
+        _fail([f"--ray-address {ray_address} is used only with --backend ray"])
     from fuse.validate import drops_reported, report_grid_drops
 
     _guard(lambda: report_grid_drops(spec))  # each cell's --drop-missing videos, named once
     with drops_reported():  # so the jobs do not name them again
         outcome = _guard(lambda: run_grid(spec, out, workers=workers, gpus=gpus,
-                                          backend=backend, ray_address=ray_address))
+                                          backend=backend, ray_address=ray_address,
+                                          ray_timeout=ray_timeout))
     print_ranking(outcome, _console())
     if not outcome.ok:
         raise typer.Exit(1)

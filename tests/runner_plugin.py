@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import multiprocessing
 import os
+import threading
 import time
 from pathlib import Path
 
@@ -30,8 +31,10 @@ SLOW_ENV = "EXTRACT_TEST_SLOW_S"  # seconds test_mean_color sleeps per batch (ov
 
 def _hang_once() -> None:
     folder = os.environ.get(HANG_ENV)
-    if not folder or multiprocessing.parent_process() is None:
-        return  # only worker processes hang (the run's own checks call the extractor too)
+    in_worker = (multiprocessing.parent_process() is not None  # a local worker process
+                 or threading.current_thread() is not threading.main_thread())  # a Ray actor's
+    if not folder or not in_worker:
+        return  # only workers hang (the run's own checks call the extractor in the main thread)
     marker = Path(folder) / "hang.pid"
     try:
         fd = os.open(marker, os.O_CREAT | os.O_EXCL | os.O_WRONLY)

@@ -74,7 +74,7 @@ def import_cmd(format: str, name: str, source: str, store: str, *, modality: str
 
 def export_cmd(store: str, feature: str, out: str, *, format: str = "h5",
                videos: Sequence[str] | None = None, frame_origin: int = 0) -> int:
-    """``extract export STORE FEATURE OUT [--format h5|csv] [--video ID ...]``."""
+    """``extract export --store STORE FEATURE OUT [--format h5|csv] [--video ID ...]``."""
     from extract.io import export_feature
 
     files = export_feature(store, feature, format, out, videos=videos or None,
@@ -84,13 +84,18 @@ def export_cmd(store: str, feature: str, out: str, *, format: str = "h5",
 
 
 def claims_cmd(store: str, *, clear_stale: bool = False) -> int:
-    """``extract claims STORE [--clear-stale]``: list claims (live and stale)."""
+    """``extract claims --store STORE [--clear-stale]``: list claims (live and stale)."""
     import time
 
     from extract.claims import ClaimBook
+    from extract.errors import ClaimError
+    from extract.locations import is_url
     from extract.store import FeatureStore
 
     FeatureStore(store, "r")  # raises when there is no store
+    if is_url(store):
+        raise ClaimError(f"{store} is not a local folder, and claims live only in local "
+                         "stores: runs on it take none (run one `extract run` at a time on it)")
     book = ClaimBook(store, run_id="claims-cli", heartbeat=False)
     if clear_stale:
         typer.echo(f"removed {book.clear_stale()} stale claim(s)")

@@ -64,7 +64,7 @@ def make_pool(options: RunOptions, configs: list[WorkerConfig]) -> Any:
     if options.backend == "ray":
         from extract.runner.ray_pool import RayPool
 
-        return RayPool(configs, options.ray_address)
+        return RayPool(configs, options.ray_address, timeout=options.ray_timeout)
     from extract.runner.pool import Pool
 
     return Pool(configs)
@@ -165,6 +165,10 @@ def run(options: RunOptions) -> RunSummary:
     features = resolve_features(options)  # validates the options too
     if options.backend == "local":  # a Ray cluster's GPUs are not on this machine
         check_gpus(options.gpus)
+    else:  # connect, check the cluster's GPUs / CPUs, absolute paths: before the store changes
+        from extract.runner.ray_pool import prepare
+
+        options = prepare(options)
     found = find_inputs(options, features)
     items = found.items
     store = existing_store(options.store)

@@ -45,10 +45,13 @@ class RunOptions:
     backend: str = "local"  # local (processes here) | ray (video shards as Ray tasks)
     ray_address: str | None = None  # Ray cluster address (default: $RAY_ADDRESS, else local)
     strict: bool = False  # a feature that does not apply (no video / audio stream) is a failure
+    ray_timeout: float = 30.0  # seconds to reach the Ray cluster and to check its nodes
 
     def __post_init__(self) -> None:
         self.input = Path(self.input)
         self.store = str(self.store)
+        if self.store.startswith("file://"):  # a local folder (claims and records need one)
+            self.store = self.store[len("file://"):]
         self.catalog = Path(self.catalog) if self.catalog else None
         self.videos = Path(self.videos) if self.videos else None
         self.fps_table = Path(self.fps_table) if self.fps_table else None
@@ -110,6 +113,14 @@ class RunOptions:
                             "'-' (it names a folder), starting with a letter or digit")
         if self.backend not in ("local", "ray"):
             problems.append(f"--backend must be 'local' or 'ray', got {self.backend!r}")
+        if self.ray_address and self.backend != "ray":
+            problems.append(f"--ray-address {self.ray_address} is used only with --backend ray")
+        if not self.ray_timeout > 0:
+            problems.append(f"--ray-timeout must be positive, got {self.ray_timeout!r}")
+        if self.store.startswith("memory://") and (self.backend == "ray" or self.num_workers):
+            problems.append(f"--store {self.store} lives inside one process, where worker "
+                            "processes cannot see it: use --workers 0, or a folder or an "
+                            "object-store URL")
         if not self.image_fps > 0:
             problems.append(f"--image-fps must be positive, got {self.image_fps!r}")
         problems += self._clock_problems()

@@ -3,8 +3,9 @@
 that lack the stream a feature needs), ``summary.json``.
 
 They live in ``<store>/_runs/<run id>/`` (``store.run_dir``); for a store on object storage,
-in ``./extract_runs/<run id>/``. A record that cannot be written (disk full) is logged once and
-the run goes on: the summary printed at the end still lists everything.
+in ``./extract_runs/<run id>/`` of the folder the command ran in (made absolute). A record that
+cannot be written (disk full) is logged once and the run goes on: the summary printed at the
+end still lists everything.
 """
 
 from __future__ import annotations
@@ -97,9 +98,10 @@ class RunRecords:
         if store.is_local:
             self.dir: Path = store.run_dir(run_id)
         else:  # an object-store URL: keep the records beside the command instead
-            self.dir = Path(LOCAL_RUNS_DIR) / run_id
+            self.dir = Path(LOCAL_RUNS_DIR).absolute() / run_id
             self.dir.mkdir(parents=True, exist_ok=True)
-            log.warning("%s is not a local path; this run's records go to %s", store.path,
+            log.warning("%s is not a local folder: this run's records go to %s, and no claims "
+                        "are taken (run one `extract run` at a time on this store)", store.path,
                         self.dir)
         self.failures_path = self.dir / "failures.jsonl"
         self.failures_path.touch()

@@ -119,6 +119,9 @@ def _run_local(fn: JobFn, jobs: list[Job], *, workers: int, gpus: int, progress:
     import multiprocessing as mp
     from concurrent.futures import ProcessPoolExecutor, as_completed
 
+    from fuse.experiments.cluster import check_local_gpus
+
+    check_local_gpus(gpus)
     n = max(1, gpus or workers)
     results = []
     with _bar(len(jobs), progress, "jobs") as bar:
@@ -139,21 +142,26 @@ def _run_local(fn: JobFn, jobs: list[Job], *, workers: int, gpus: int, progress:
                 except Exception as exc:  # the worker process itself died
                     results.append(JobResult(job.name, "failed", error=f"worker died: {exc}"))
                 bar.update()
+    if jobs and all(r.error.startswith("worker died: ") for r in results):
+        from fuse.errors import FuseError
+
+        raise FuseError(f"every job's worker process died ({results[0].error}); in a script, "
+                        "call run_grid(..., workers > 1) under `if __name__ == \"__main__\":` "
+                        "(worker processes re-import the script); otherwise run with workers=1 "
+                        "to see the error")
     return results
 
 
 @BACKENDS.register("ray")
 def _run_ray(fn: JobFn, jobs: list[Job], *, workers: int, gpus: int, ray_address: str | None,
              progress: bool, **_: Any) -> list[JobResult]:
-    """Each job a Ray task (1 GPU each when ``gpus`` > 0); outputs go to a shared path."""
-    try:
-        import ray
-    except ImportError as exc:
-        raise RuntimeError("the ray backend needs the 'ray' extra: "
-                           "pip install 'affect-feature-store[ray]'") from exc
+    """Each job a Ray task (1 GPU each when ``gpus`` > 0); outputs go to a shared path (see
+    :func:`fuse.experiments.cluster.prepare_ray` for the checks made before)."""
     from extract.distributed import ensure_ray
 
-    ensure_ray(ray_address, workers)
+    ensure_ray(ray_address, max(1, workers))  # a missing package or bad address: one line
+    import ray
+
     remote = ray.remote(num_cpus=1, num_gpus=1 if gpus else 0, max_retries=0)(execute)
     pending = {remote.remote(fn, job): job for job in jobs}
     results = []

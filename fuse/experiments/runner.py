@@ -64,10 +64,18 @@ class GridOutcome:
 
 def run_grid(spec: GridSpec, out: str | Path, *, workers: int = 1, gpus: int = 0,
              backend: str = "local", ray_address: str | None = None,
-             progress: bool = True) -> GridOutcome:
-    """Run every unfinished cell of ``spec`` into ``out/jobs/<cell>``; rank into ``out``."""
+             progress: bool = True, ray_timeout: float = 30.0) -> GridOutcome:
+    """Run every unfinished cell of ``spec`` into ``out/jobs/<cell>``; rank into ``out``.
+
+    With ``backend="ray"`` the cluster is checked first (reachable within ``ray_timeout``
+    seconds, enough GPUs, every path absolute and visible from each worker node)."""
     import yaml
 
+    if backend == "ray":
+        from fuse.experiments.cluster import prepare_ray
+
+        spec, out = prepare_ray(spec, out, workers=workers, gpus=gpus, address=ray_address,
+                                timeout=ray_timeout)
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
     (out / "grid.yaml").write_text(yaml.safe_dump(dataclasses.asdict(spec), sort_keys=False))
