@@ -13,9 +13,8 @@ write ``<dir>/hang.pid`` (its pid) and sleep, so a test can kill the worker mid-
 
 from __future__ import annotations
 
-import multiprocessing
 import os
-import threading
+import sys
 import time
 from pathlib import Path
 
@@ -29,12 +28,20 @@ HANG_ENV = "EXTRACT_TEST_HANG_DIR"
 SLOW_ENV = "EXTRACT_TEST_SLOW_S"  # seconds test_mean_color sleeps per batch (overlapping runs)
 
 
+def _in_run_checks() -> bool:
+    """Whether this call comes from ``extract run``'s checks before any work (preflight)."""
+    frame = sys._getframe(1)
+    while frame is not None:
+        if frame.f_globals.get("__name__") == "extract.runner.preflight":
+            return True
+        frame = frame.f_back
+    return False
+
+
 def _hang_once() -> None:
     folder = os.environ.get(HANG_ENV)
-    in_worker = (multiprocessing.parent_process() is not None  # a local worker process
-                 or threading.current_thread() is not threading.main_thread())  # a Ray actor's
-    if not folder or not in_worker:
-        return  # only workers hang (the run's own checks call the extractor in the main thread)
+    if not folder or _in_run_checks():
+        return  # only workers hang (the run's own checks call the extractor too)
     marker = Path(folder) / "hang.pid"
     try:
         fd = os.open(marker, os.O_CREAT | os.O_EXCL | os.O_WRONLY)

@@ -417,3 +417,139 @@ def test_long_and_non_ascii_ids(tmp_path: Path) -> None:
     import_features("csv", "back", None, tmp_path / "csv", tmp_path / "t.zarr")
     fa = open_store(tmp_path / "t.zarr").read_video("back", vid)
     np.testing.assert_array_equal(fa.data, data)
+
+
+# ------------------------------------------------------------- review fixes
+def test_empty_videos_have_their_own_entries(tmp_path: Path) -> None:
+    path = tmp_path / "s.zarr"
+    with make(path, dim=2) as store:
+        store.write_video("feat", "empty", np.zeros((0, 2)), np.zeros(0))
+        store.write_video("feat", "b", np.ones((3, 2)), np.arange(3.0))
+    got = {fa.video: fa.data.shape for fa in open_store(path).read_videos("feat")}
+    assert got == {"empty": (0, 2), "b": (3, 2)}
+    with FeatureStore(path, "a") as store:
+        store.remove_video("feat", "empty")
+    assert open_store(path).complete_set("feat") == {"b"}
+    only = tmp_path / "only.zarr"  # a pack that holds nothing but empty videos survives close
+    with make(only, dim=2) as store:
+        store.write_video("feat", "e1", np.zeros((0, 2)), np.zeros(0))
+    assert open_store(only).complete_set("feat") == {"e1"} and open_store(only).verify().ok
+
+
+def test_rm_and_rewrite_kill_every_older_copy(tmp_path: Path) -> None:
+    path = tmp_path / "s.zarr"
+    with make(path, dim=2) as store:  # written twice in one uncommitted batch
+        store.write_video("feat", "v", np.ones((2, 2)), np.arange(2.0), commit=False)
+        store.write_video("feat", "v", np.full((2, 2), 5.0), np.arange(2.0), commit=False)
+    assert open_store(path).read_video("feat", "v").data[0, 0] == 5
+    with FeatureStore(path, "a") as store:
+        assert store.remove_video("feat", "v")
+    assert not open_store(path).is_complete("feat", "v")  # no older copy comes back
+
+
+def test_a_junk_line_that_parses_as_values_loses_only_itself(tmp_path: Path) -> None:
+    path, items, store = _damaged_store(tmp_path)
+    journal = next((path / "feat" / "_index").glob("p*.jsonl"))
+    lines = journal.read_bytes().split(b"\n")
+    lines[5] = b"0,0"
+    journal.write_bytes(b"\n".join(lines))
+    assert len(open_store(path).complete_set("feat")) == len(items) - 1
+    assert verify_cli(path).returncode == 1
+    assert verify_cli(path, "--fix").returncode == 0 and verify_cli(path).returncode == 0
+
+
+def test_whole_missing_files_are_reported_and_fixed(tmp_path: Path) -> None:
+    path, items, store = _damaged_store(tmp_path)
+    (path / "feat" / "zarr.json").unlink()  # the feature's own document
+    out = verify_cli(path)
+    assert out.returncode == 1 and "feat: zarr.json" in out.stdout
+    assert verify_cli(path, "--fix").returncode == 0
+    check_equal(open_store(path), items)
+    (path / "zarr.json").unlink()  # the root document
+    assert verify_cli(path).returncode == 1
+    assert verify_cli(path, "--fix").returncode == 0
+    check_equal(open_store(path), items)
+    pack = store.entry("feat", "spk0/clip 003").pack  # a sealed pack's journal
+    (path / "feat" / "_index" / f"{pack}.jsonl").unlink()
+    out = verify_cli(path)
+    assert out.returncode == 1 and "no index journal" in out.stdout
+    assert verify_cli(path, "--fix").returncode == 0
+    lost = set(items) - open_store(path).complete_set("feat")
+    assert lost  # they are no longer in the store, and the re-run redoes them
+    with FeatureStore(path, "a") as again:
+        write_all(again, {v: items[v] for v in lost})
+    check_equal(open_store(path), items)
+    assert verify_cli(path).returncode == 0
+
+
+def test_verify_refuses_a_big_endian_array_document(tmp_path: Path) -> None:
+    path, _, store = _damaged_store(tmp_path)
+    pack = store.entry("feat", "spk0/clip 003").pack
+    doc_path = path / "feat" / "packs" / pack / "time" / "zarr.json"
+    doc = json.loads(doc_path.read_text())
+    doc["codecs"][0]["configuration"]["endian"] = "big"
+    doc_path.write_text(json.dumps(doc))
+    assert verify_cli(path).returncode == 1
+    assert verify_cli(path, "--fix").returncode == 0 and verify_cli(path).returncode == 0
+
+
+def test_a_failed_commit_leaves_no_broken_line(tmp_path: Path,
+                                               monkeypatch: pytest.MonkeyPatch) -> None:
+    import errno
+
+    import extract.store.packs as packs
+
+    path = tmp_path / "s.zarr"
+    store = make(path, dim=2)
+    store.write_video("feat", "a", np.ones((2, 2)), np.arange(2.0))
+    real = os.fsync
+    calls = {"n": 0}
+
+    def full(fd: int) -> None:
+        calls["n"] += 1
+        if calls["n"] == 1:
+            raise OSError(errno.ENOSPC, "No space left on device")
+        real(fd)
+
+    monkeypatch.setattr(packs.os, "fsync", full)
+    monkeypatch.setattr("extract.store.fs.os.fsync", full)
+    with pytest.raises(OSError):
+        store.write_video("feat", "b", np.ones((2, 2)), np.arange(2.0))
+    monkeypatch.setattr(packs.os, "fsync", real)
+    monkeypatch.setattr("extract.store.fs.os.fsync", real)
+    store.write_video("feat", "c", np.ones((2, 2)), np.arange(2.0))
+    store.close()
+    fresh = open_store(path)
+    assert fresh.complete_set("feat") == {"a", "c"} and fresh.verify().ok
+    assert not fresh.index("feat").problems
+
+
+def test_object_store_journals_consolidate_and_chunks_stay_small(tmp_path: Path) -> None:
+    from extract.store.fs import files_for
+
+    url = "memory://stores/consolidate.zarr"
+    with make(url) as store:
+        for i in range(5):
+            store.write_video("feat", f"v{i}", np.ones((3, 6)), np.arange(3.0))
+        layout = store.layout("feat", store.entry("feat", "v0").pack)
+    names = files_for(url).listdir("feat/_index")
+    assert [n for n in names if n.startswith("p")] == [f"{store.entry('feat', 'v0').pack}.jsonl"]
+    assert layout.array("data").chunk_bytes <= 4 << 20
+    assert layout.array("time").chunk_bytes <= 4 << 20
+    assert open_store(url).complete_set("feat") == {f"v{i}" for i in range(5)}
+
+
+def test_bulk_read_does_not_need_chunks_only_removed_videos_used(tmp_path: Path) -> None:
+    path = tmp_path / "s.zarr"
+    rows = {f"v{i}": np.full((4, 6), i, np.float16) for i in range(9)}
+    with make(path, chunk_bytes=48) as store:  # 4 rows of 6 float16 per chunk: a chunk each
+        for v, d in rows.items():
+            store.write_video("feat", v, d, np.arange(4.0))
+    with FeatureStore(path, "a") as store:
+        store.remove_video("feat", "v4")
+        e = store.entry("feat", "v5")
+    layout = open_store(path).layout("feat", e.pack)
+    index = (e.start - 4) // layout.chunk_rows
+    (path / "feat" / "packs" / e.pack / "data" / "c" / str(index) / "0").unlink()  # v4's
+    got = open_store(path).read_videos("feat")
+    assert [fa.video for fa in got] == [v for v in rows if v != "v4"]

@@ -45,6 +45,7 @@ from extract.store.layout import (
     META,
     PACK_BYTES,
     PACKS,
+    REMOTE_CHUNK_BYTES,
     RUNS_GROUP,
     STORE_FORMAT,
     PackLayout,
@@ -65,14 +66,16 @@ class FeatureStore:
     """
 
     def __init__(self, path: str | Path, mode: str = "r", *, strict: bool = True,
-                 pack_bytes: int = PACK_BYTES, chunk_bytes: int = CHUNK_BYTES) -> None:
+                 pack_bytes: int = PACK_BYTES, chunk_bytes: int | None = None) -> None:
         if mode not in ("r", "a"):
             raise StoreError(f"unknown store mode {mode!r}: use 'r' or 'a'")
         self.files: Files = files_for(path)
         self.path = self.files.root if self.files.local else str(path)  # file:// → a path
         self.mode = mode
         self.pack_bytes = pack_bytes
-        self.chunk_bytes = chunk_bytes
+        self.chunk_bytes = chunk_bytes or (CHUNK_BYTES if self.files.local
+                                           else REMOTE_CHUNK_BYTES)
+        self._known: set[str] = set()  # features seen to exist (they are removed only here)
         self._infos: dict[str, FeatureInfo] = {}
         self._indexes: dict[str, FeatureIndex] = {}
         self._stale: set[str] = set()
@@ -87,16 +90,19 @@ class FeatureStore:
     # ----------------------------------------------------------------- open
     def _open(self, strict: bool) -> None:
         raw = self._read_meta("")
-        if raw is None:
+        if raw is None and not (not strict and self._has_features()):
             if self.mode == "r":
                 raise StoreError(f"no feature store at {self.path}")
             self._create()
             return
         try:
-            doc = json.loads(raw)
+            doc = json.loads(raw or b"")
             fmt = doc.get("attributes", {}).get("affect_store")
         except (ValueError, AttributeError):
-            self.root_problem = "the root zarr.json is not valid JSON"
+            fmt, doc = None, None
+        if doc is None or (fmt is None and self._has_features()):
+            self.root_problem = ("the root zarr.json is missing" if raw is None else
+                                 "the root zarr.json is damaged")
             if strict:
                 raise StoreError(f"{self.path}: {self.root_problem}; run `extract verify "
                                  f"--fix --store {self.path}`") from None
@@ -111,11 +117,26 @@ class FeatureStore:
             raise StoreError(f"{self.path} has store format {fmt}; this version reads format "
                              f"{STORE_FORMAT}: upgrade affect-feature-store")
 
+    def _has_features(self) -> bool:
+        """Whether the folder holds format-2 features (their index's copy of the attributes),
+        whatever its root document says."""
+        return any(self.files.exists(f"{name}/{INDEX}/{FEATURE_COPY}")
+                   for name in self.files.listdir("") if not name.startswith(("_", ".")))
+
     def _create(self) -> None:
-        if self.files.local and os.path.isdir(self.path) and os.listdir(self.path):
+        for _ in range(20):  # another process may be creating the same store right now
+            held = ([e for e in os.listdir(self.path) if not e.startswith(f"{META}.")]
+                    if self.files.local and os.path.isdir(self.path) else [])
+            if not held or self.files.exists(META):
+                break
+            time.sleep(0.1)
+        else:
             raise StoreError(f"{self.path} exists and is not a feature store (it holds "
-                             f"{len(os.listdir(self.path))} entries and no zarr.json); give "
-                             "a new or empty folder")
+                             f"{len(held)} entries and no zarr.json); give a new or empty "
+                             "folder")
+        if self.files.exists(META):  # made by another process meanwhile
+            self._open(strict=True)
+            return
         try:
             self.files.makedirs("")
             self.files.write(META, group_doc({"affect_store": STORE_FORMAT}))
@@ -165,7 +186,12 @@ class FeatureStore:
         return sorted(out)
 
     def has_feature(self, name: str) -> bool:
-        return not name.startswith("_") and self.files.exists(f"{name}/{META}")
+        if name in self._known:
+            return True
+        found = not name.startswith("_") and self.files.exists(f"{name}/{META}")
+        if found:
+            self._known.add(name)
+        return found
 
     def feature_attrs(self, name: str) -> dict[str, Any]:
         """The feature group's attributes (config, fingerprint, versions, provenance, …)."""
@@ -262,6 +288,7 @@ class FeatureStore:
             if writer is not None:
                 writer.abandon()
             self.files.remove_tree(name)
+            self._known.discard(name)
         self._indexes.pop(name, None)
         self._infos.pop(name, None)
         self._reader.close()
@@ -371,15 +398,13 @@ class FeatureStore:
                        "written": now(), **dict(extra_attrs or {})})
         writer = self._writer(feature, info)
         idx = self._indexes.get(feature) or self.index(feature)  # no re-read per write
-        replaces = idx.live.get(video)
+        replaces = {e.eid: e for e in [*idx.alive(video), *writer.own_entries(video)]}
         try:
-            writer.append(video, stored, timestamps, mask, attrs, replaces)
+            writer.append(video, stored, timestamps, mask, attrs, list(replaces.values()))
             if commit:
                 writer.commit()
         except BaseException:
-            with contextlib.suppress(Exception):  # what was staged before this video is good
-                writer.commit()
-            writer.abandon()  # the next write starts a new pack
+            writer.abandon()  # its uncommitted videos are lost; the next write starts a new pack
             self._writers.pop(feature, None)
             self._stale.add(feature)
             raise
@@ -421,10 +446,11 @@ class FeatureStore:
         self._writable()
         idx = self.index(feature, refresh=True)
         t = time.time()
-        lines = [del_line(v, idx.live[v].eid, t, why) for v in videos if v in idx.live]
+        gone = [v for v in dict.fromkeys(videos) if v in idx.live]
+        lines = [del_line(v, e.eid, t, why) for v in gone for e in idx.alive(v)]  # older too
         if lines:
             self._admin_write(feature, b"".join(lines))
-        return len(lines)
+        return len(gone)
 
     def _admin_write(self, feature: str, lines: bytes) -> None:
         self.files.makedirs(f"{feature}/{INDEX}")
@@ -569,19 +595,34 @@ def _spans(entries: list[Entry], layout_of: Any) -> Iterator[tuple[str, list[Ent
     for e in entries:
         by_pack.setdefault(e.pack, []).append(e)
     for pack, group in sorted(by_pack.items()):
-        row_bytes = max(1, layout_of(pack).array("data").row_bytes)
+        layout = layout_of(pack)
+        row_bytes = max(1, layout.array("data").row_bytes)
+        steps = {layout.array(a).chunk_rows for a in ("data", "time", "mask")}
         group.sort(key=lambda e: e.start)
         span: list[Entry] = []
         end = 0
         for e in group:
             if span and ((e.start - end) * row_bytes > _GAP_BYTES
-                         or (e.start + e.rows - span[0].start) * row_bytes > _SPAN_BYTES):
+                         or (e.start + e.rows - span[0].start) * row_bytes > _SPAN_BYTES
+                         or _gap_crosses_chunk(end, e.start, steps)):
                 yield pack, span
                 span = []
             span.append(e)
             end = max(end, e.start + e.rows) if len(span) > 1 else e.start + e.rows
         if span:
             yield pack, span
+
+
+def _gap_crosses_chunk(end: int, start: int, steps: set[int]) -> bool:
+    """Whether rows ``end … start`` (a gap between two wanted videos) reach a chunk that
+    neither video uses: a bulk read must not depend on files no wanted video needs."""
+    if start <= end:
+        return False
+    for step in steps:
+        used = {(end - 1) // step, start // step}  # the chunks the two videos read anyway
+        if any(i not in used for i in range(end // step, (start - 1) // step + 1)):
+            return True
+    return False
 
 
 def _mismatch(name: str, path: str, info: FeatureInfo, fp: str, extractor: str,

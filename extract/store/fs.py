@@ -61,6 +61,8 @@ class Files:
         try:
             with open(tmp, "wb") as fh:
                 fh.write(data)
+                fh.flush()
+                os.fsync(fh.fileno())
             os.replace(tmp, path)
         except BaseException:
             with contextlib.suppress(OSError):
@@ -68,15 +70,22 @@ class Files:
             raise
 
     def append(self, rel: str, data: bytes, sync: bool) -> None:
-        """Append to a file (created when absent); ``sync``: durable before returning."""
+        """Append to a file (created when absent), all or nothing: on an error (disk full) the
+        file is cut back to its old length. ``sync``: durable before returning."""
         path = self.path(rel)
         fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o644)
         try:
-            view = memoryview(data)
-            while view:
-                view = view[os.write(fd, view):]
-            if sync:
-                os.fsync(fd)
+            size = os.fstat(fd).st_size
+            try:
+                view = memoryview(data)
+                while view:
+                    view = view[os.write(fd, view):]
+                if sync:
+                    os.fsync(fd)
+            except BaseException:
+                with contextlib.suppress(OSError):
+                    os.ftruncate(fd, size)
+                raise
         finally:
             os.close(fd)
 

@@ -7,8 +7,9 @@ a JSON array, for a put followed by a tab and the video's attributes as a JSON o
 unparsed until asked for, so loading the index of a million videos stays fast):
 
 - ``["pack", pack, layout, writer]``: a pack's header (its journal's first line);
-- ``["put", video, pack, first row, rows, crc data, crc time, crc mask, commit time]`` ``\\t``
-  ``{attributes}``: a committed video;
+- ``["put", video, pack, seq, first row, rows, crc data, crc time, crc mask, write time]``
+  ``\\t`` ``{attributes}``: a committed video (``seq`` numbers the pack's puts; an entry's id
+  is ``<pack>:<seq>``);
 - ``["del", video, entry id, time, reason]``: kills one put (``extract rm``, ``verify --fix``,
   or a writer replacing a video).
 
@@ -37,6 +38,7 @@ class Entry:
 
     video: str
     pack: str
+    seq: int  # the pack's n-th put (unique in the pack, even for empty videos)
     start: int
     rows: int
     crc: tuple[int, int, int]
@@ -46,17 +48,21 @@ class Entry:
 
     @property
     def eid(self) -> str:
-        return f"{self.pack}:{self.start}"
+        return f"{self.pack}:{self.seq}"
 
     @property
     def attrs(self) -> dict[str, Any]:
-        """Per-video attributes (parsed on first use)."""
+        """Per-video attributes (parsed on first use; ValueError when damaged)."""
         if self._attrs is None:
-            self._attrs = json.loads(self.raw_attrs)
+            attrs = json.loads(self.raw_attrs)
+            if not isinstance(attrs, dict):
+                raise ValueError("attributes are not a JSON object")
+            self._attrs = attrs
         return self._attrs
 
     def line(self) -> bytes:
-        head = _dump(["put", self.video, self.pack, self.start, self.rows, *self.crc, self.t])
+        head = _dump(["put", self.video, self.pack, self.seq, self.start, self.rows, *self.crc,
+                      self.t])
         return head + b"\t" + self.raw_attrs + b"\n"
 
 
@@ -129,6 +135,8 @@ class FeatureIndex:
         parts = [line.partition(b"\t") for line in lines]
         try:  # one parse for the whole block (fast); line by line only when something is junk
             heads = json.loads(b"[" + b",".join([p[0] for p in parts]) + b"]")
+            if len(heads) != len(parts) or not all(isinstance(h, list) for h in heads):
+                raise ValueError("a junk line parsed as several values")
         except ValueError:
             heads = []
             for i, p in enumerate(parts):
@@ -149,12 +157,15 @@ class FeatureIndex:
     def _record(self, rec: list[Any], tail: bytes) -> None:
         op = rec[0]
         if op == "put":
-            _, video, pack, start, rows, c0, c1, c2, t = rec
-            if (type(start) is not int or type(rows) is not int or rows < 0 or start < 0
-                    or not isinstance(video, str) or not isinstance(pack, str) or not tail):
+            _, video, pack, seq, start, rows, c0, c1, c2, t = rec
+            if (type(start) is not int or type(rows) is not int or type(seq) is not int
+                    or rows < 0 or start < 0 or not isinstance(video, str)
+                    or not isinstance(pack, str) or not tail):
                 raise ValueError("bad video, rows or attributes")
-            e = Entry(video, pack, start, rows, (c0, c1, c2), float(t), tail)
+            e = Entry(video, pack, seq, start, rows, (c0, c1, c2), float(t), tail)
             eid = e.eid
+            if eid in self.puts:  # the same line read twice (a journal object consolidated)
+                return
             self.puts[eid] = e
             ids = self.by_video.get(video)
             if ids is None and eid not in self.killed:  # the common case: a first, live put
@@ -174,12 +185,16 @@ class FeatureIndex:
         else:
             raise ValueError(f"unknown op {op!r}")
 
+    def alive(self, video: str) -> list[Entry]:
+        """Every entry of ``video`` that no ``del`` names (the live one and any older)."""
+        return [self.puts[e] for e in self.by_video.get(video, ()) if e not in self.killed]
+
     def _settle(self, video: str) -> None:
         """Recompute the live entry of ``video``."""
         alive = [self.puts[e] for e in self.by_video.get(video, ()) if e not in self.killed]
         self.damaged.pop(video, None)
         if alive:
-            self.live[video] = max(alive, key=lambda e: (e.t, e.eid))
+            self.live[video] = max(alive, key=lambda e: (e.t, e.pack, e.seq))
             return
         self.live.pop(video, None)
         reasons = [self.killed[e] for e in self.by_video.get(video, ()) if e in self.killed]

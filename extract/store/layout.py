@@ -25,8 +25,10 @@ FEATURE_COPY = "feature.json"
 
 #: A pack holds about this many bytes of rows before its writer starts a new one.
 PACK_BYTES = 1 << 30
-#: Bytes per data chunk file.
+#: Bytes per data chunk file (local stores; object stores upload a whole chunk object at each
+#: commit that touches it, so they get smaller ones).
 CHUNK_BYTES = 32 << 20
+REMOTE_CHUNK_BYTES = 4 << 20
 #: Rows per chunk of the time (float64) and mask (bool) arrays, at most.
 SIDE_CHUNK_ROWS = 1 << 20
 #: Rows of a pack, at most (a longer video gets a pack of its own, sized to it).
@@ -47,15 +49,19 @@ class PackLayout:
 
     @classmethod
     def plan(cls, dim: int, dtype: str, rows_needed: int = 0, *, pack_bytes: int = PACK_BYTES,
-             chunk_bytes: int = CHUNK_BYTES) -> PackLayout:
-        """A layout with room for ``rows_needed`` rows (at least a full pack's worth)."""
+             chunk_bytes: int = CHUNK_BYTES, side_rows: int | None = None) -> PackLayout:
+        """A layout with room for ``rows_needed`` rows (at least a full pack's worth).
+
+        ``side_rows``: rows per time / mask chunk (None: up to ``SIDE_CHUNK_ROWS``, sparse
+        files on a local store; 0: as many as a data chunk, for object stores, which upload
+        whole chunk objects)."""
         row_bytes = max(1, dim * np.dtype(dtype).itemsize)
         chunk = max(1, chunk_bytes // row_bytes)
         cap = min(max(1, pack_bytes // row_bytes), MAX_PACK_ROWS)
         cap = max(cap, rows_needed, 1)
         cap = math.ceil(cap / chunk) * chunk
-        return cls(int(dim), np.dtype(dtype).name, int(cap), int(chunk),
-                   int(min(cap, SIDE_CHUNK_ROWS)))
+        side = min(cap, SIDE_CHUNK_ROWS) if side_rows is None else side_rows or chunk
+        return cls(int(dim), np.dtype(dtype).name, int(cap), int(chunk), int(side))
 
     @classmethod
     def from_dict(cls, d: dict[str, Any]) -> PackLayout:
@@ -147,8 +153,15 @@ def parse_doc(raw: bytes | None, where: str) -> dict[str, Any]:
 def check_array_doc(doc: dict[str, Any], spec: ArraySpec, where: str) -> int:
     """Rows of a pack array document; ValueError when it is not the layout ``spec`` says."""
     try:
+        codec = doc["codecs"][0]
+        keys = doc["chunk_key_encoding"]
         ok = (doc["node_type"] == "array" and np.dtype(doc["data_type"]) == spec.dtype
-              and len(doc["codecs"]) == 1 and doc["codecs"][0]["name"] == "bytes"
+              and len(doc["codecs"]) == 1 and codec["name"] == "bytes"
+              and (spec.dtype.itemsize == 1
+                   or codec.get("configuration", {}).get("endian") == "little")
+              and keys["name"] == "default"
+              and keys.get("configuration", {}).get("separator", "/") == "/"
+              and not doc.get("storage_transformers")
               and doc["chunk_grid"]["configuration"]["chunk_shape"][0] == spec.chunk_rows
               and list(doc["shape"][1:]) == ([spec.width] if spec.width else []))
         rows = int(doc["shape"][0])
@@ -156,5 +169,6 @@ def check_array_doc(doc: dict[str, Any], spec: ArraySpec, where: str) -> int:
         ok, rows = False, 0
     if not ok:
         raise ValueError(f"{where}: metadata does not describe the pack's {spec.name} array "
-                         f"({spec.dtype.name}, {spec.chunk_rows} rows per chunk)")
+                         f"({spec.dtype.name}, little-endian, uncompressed, {spec.chunk_rows} "
+                         "rows per chunk)")
     return rows

@@ -62,8 +62,10 @@ class _OpenPack:
     pack: str
     layout: PackLayout
     used: int = 0  # rows written (committed or staged)
-    committed: int = 0
-    seq: int = 0  # commit objects written (object stores)
+    committed: int = 0  # rows committed
+    puts: int = 0  # entries written (committed or staged): the next entry's seq
+    committed_puts: int = 0  # entries committed (a pack of empty videos still has some)
+    objects: list[str] = field(default_factory=list)  # journal objects written (object stores)
     fds: dict[str, int] = field(default_factory=dict)  # chunk path → fd (local)
     dirty: set[str] = field(default_factory=set)  # chunk paths written since the last commit
     buffers: dict[str, bytearray] = field(default_factory=dict)  # chunk path → bytes (remote)
@@ -85,12 +87,15 @@ class PackWriter:
         self.open: _OpenPack | None = None
         self.staged: list[bytes] = []  # journal lines waiting for the next commit
         self.sealed: list[str] = []
+        self.written: dict[str, Entry] = {}  # video → this writer's latest entry of it
+        self.replaced: set[str] = set()  # entry ids this writer has killed
 
     # ------------------------------------------------------------------ write
     def append(self, video: str, data: np.ndarray, times: np.ndarray, mask: np.ndarray,
-               attrs: dict[str, Any], replaces: Entry | None) -> Entry:
+               attrs: dict[str, Any], replaces: list[Entry]) -> Entry:
         """Write one video's rows into the open pack (a new one when it does not fit) and stage
-        its entry; it becomes visible at the next :meth:`commit`."""
+        its entry, and a ``del`` of every earlier entry of the video (``replaces``); they
+        become visible at the next :meth:`commit`."""
         n = len(data)
         if self.open is None or self.open.used + n > self.open.layout.capacity:
             self._start_pack(n)
@@ -103,20 +108,28 @@ class PackWriter:
             raw = row_bytes(arrays[name], spec)
             sums.append(crc(raw))
             self._write_rows(pk, spec, pk.used, raw)
-        entry = Entry(video, pk.pack, pk.used, n, (sums[0], sums[1], sums[2]), time.time(),
-                      encode_attrs(attrs))
+        entry = Entry(video, pk.pack, pk.puts, pk.used, n, (sums[0], sums[1], sums[2]),
+                      time.time(), encode_attrs(attrs))
         pk.used += n
+        pk.puts += 1
         self.staged.append(put_line(entry))
-        if replaces is not None and replaces.eid != entry.eid:
-            self.staged.append(del_line(video, replaces.eid, entry.t, "replaced"))
+        self.staged += [del_line(video, old.eid, entry.t, "replaced") for old in replaces]
+        self.replaced.update(old.eid for old in replaces)
+        self.written[video] = entry
         return entry
+
+    def own_entries(self, video: str) -> list[Entry]:
+        """This writer's staged or committed entry of ``video`` (a rewrite in one batch)."""
+        entry = self.written.get(video)
+        return [entry] if entry is not None and entry.eid not in self.replaced else []
 
     def _start_pack(self, rows: int) -> None:
         if self.open is not None:
             self.commit()
             self._seal(self.open)
         layout = PackLayout.plan(self.dim, self.dtype, rows, pack_bytes=self.pack_bytes,
-                                 chunk_bytes=self.chunk_bytes)
+                                 chunk_bytes=self.chunk_bytes,
+                                 side_rows=None if self.files.local else 0)
         pack = new_pack_id()
         base = pack_dir(self.feature, pack)
         try:
@@ -180,16 +193,17 @@ class PackWriter:
             self._flush(pk)
         lines = b"".join(self.staged)
         n = sum(1 for line in self.staged if line.startswith(b'["put"'))
-        journal = f"{self.feature}/{INDEX}/{pk.pack if pk else 'orphan'}"
+        assert pk is not None  # entries are staged into the open pack only
+        journal = f"{self.feature}/{INDEX}/{pk.pack}"
         if self.files.local:
-            self.files.append(f"{journal}.jsonl", lines, sync=FSYNC)
+            self.files.append(f"{journal}.jsonl", lines, sync=FSYNC)  # all or nothing
         else:
-            assert pk is not None
-            pk.seq += 1
-            self.files.write(f"{journal}.{pk.seq:06d}.jsonl", lines)
+            name = f"{journal}.{len(pk.objects) + 1:06d}.jsonl"
+            self.files.write(name, lines)
+            pk.objects.append(name)
         self.staged.clear()
-        if pk is not None:
-            pk.committed = pk.used
+        pk.committed = pk.used
+        pk.committed_puts = pk.puts
         return n
 
     def _flush(self, pk: _OpenPack) -> None:
@@ -234,16 +248,22 @@ class PackWriter:
         pk.fds.clear()
         pk.buffers.clear()
         base = pack_dir(self.feature, pk.pack)
-        if pk.committed == 0:  # nothing was ever committed: the pack is not needed
+        if pk.committed_puts == 0:  # nothing was ever committed: the pack is not needed
             self.files.remove_tree(base)
             self.files.remove(f"{self.feature}/{INDEX}/{pk.pack}.jsonl")
             return
-        rows = pk.committed
+        if pk.objects:  # object stores: one journal object per pack from now on
+            whole = b"".join(self.files.read(name) or b"" for name in pk.objects)
+            self.files.write(f"{self.feature}/{INDEX}/{pk.pack}.jsonl", whole)
+            for name in pk.objects:  # a reader that sees both reads each line once
+                self.files.remove(name)
+            pk.objects.clear()
+        rows = max(pk.committed, 1)  # a pack of empty videos: one (unused) row
         for name in ARRAYS:
             self.files.write(f"{base}/{name}/{META}", array_doc(pk.layout.array(name), rows))
         self.files.write(f"{base}/{META}", group_doc({"writer": self.writer,
                                                       "layout": pk.layout.to_dict(),
-                                                      "created": _now(), "sealed": rows}))
+                                                      "created": _now(), "sealed": pk.committed}))
         self.sealed.append(pk.pack)
 
 

@@ -52,10 +52,31 @@ def verify_store(store: FeatureStore, fix: bool = False, features: Iterable[str]
     if fix:
         store._writable()
     _check_root(store, report, fix)
-    names = list(features) if features is not None else store.features()
+    names = list(features) if features is not None else _feature_folders(store)
     for name in names:
         _Feature(store, name, report, fix, progress).run()
     return report
+
+
+def _feature_folders(store: FeatureStore) -> list[str]:
+    """Every feature, including one whose ``zarr.json`` is gone but whose index keeps a copy of
+    its attributes (so its videos are not silently left out)."""
+    found = set(store.features())
+    for name in store.files.listdir(""):
+        if not name.startswith(("_", ".")) and store.files.exists(f"{name}/{INDEX}/{FEATURE_COPY}"):
+            found.add(name)
+    return sorted(found)
+
+
+def writer_alive(writer: dict) -> bool:
+    """Whether the process that wrote a pack may still run (another host: assume so)."""
+    import socket
+
+    from extract.claims import pid_alive
+
+    if writer.get("host") != socket.gethostname() or not isinstance(writer.get("pid"), int):
+        return True
+    return pid_alive(int(writer["pid"]))
 
 
 def _check_root(store: FeatureStore, report: VerifyReport, fix: bool) -> None:
@@ -95,11 +116,12 @@ class _Feature:
         by_pack: dict[str, list[Entry]] = defaultdict(list)
         for e in idx.live.values():
             by_pack[e.pack].append(e)
-        # A pack folder no entry ever pointed at is a writer that died (or ran out of space)
-        # before its first commit, or one still writing: nothing of it is part of the store.
-        used = {e.pack for e in idx.puts.values()}
-        for pack in sorted(used):
-            layout = self._pack_meta(pack, idx, by_pack.get(pack, []))
+        ends: dict[str, int] = defaultdict(int)  # pack → rows its entries use (any entry)
+        for e in idx.puts.values():
+            ends[e.pack] = max(ends[e.pack], e.start + e.rows)
+        self._unindexed(set(ends))
+        for pack in sorted(ends):
+            layout = self._pack_meta(pack, idx, by_pack.get(pack, []), ends[pack])
             if pack not in by_pack:
                 continue
             entries = sorted(by_pack[pack], key=lambda e: e.start)
@@ -152,7 +174,10 @@ class _Feature:
             pack = journal.split(".")[0]
             meta = self.files.read(f"{pack_dir(self.name, pack)}/{META}")
             sealed = meta is not None and b'"sealed"' in meta
-            if not (sealed or journal.startswith("admin-")):
+            done = sealed or not writer_alive(idx.writers.get(pack, {}))
+            if not (done or journal.startswith("admin-")):
+                self.problem(f"{INDEX}/{journal}", "its writer still runs: run `extract verify "
+                                                   "--fix` again when it has finished")
                 continue  # a writer may still append to it
             raw = self.files.read(f"{self.name}/{INDEX}/{journal}") or b""
             keep = [line for i, line in enumerate(raw.split(b"\n")[:-1], 1) if i not in lines]
@@ -160,7 +185,33 @@ class _Feature:
             for line in lines:
                 self.fixed(f"{INDEX}/{journal}:{line}", "journal rewritten without this line")
 
-    def _pack_meta(self, pack: str, idx: FeatureIndex, entries: list[Entry]) -> PackLayout | None:
+    def _unindexed(self, indexed: set[str]) -> None:
+        """Packs no index entry points at. A sealed one lost its journal (its videos are no
+        longer in the store: a problem); an unsealed one whose writer is gone died before its
+        first commit (only space: ``fix`` removes it); a live writer's is left alone."""
+        for pack in self.files.listdir(f"{self.name}/{PACKS}"):
+            if pack == META or pack in indexed:
+                continue
+            base = pack_dir(self.name, pack)
+            try:
+                attrs = json.loads(self.files.read(f"{base}/{META}") or b"{}").get(
+                    "attributes", {})
+            except (ValueError, AttributeError):
+                attrs = {}
+            where = f"{PACKS}/{pack}"
+            if attrs.get("sealed"):
+                self.problem(where, f"{attrs['sealed']} committed rows but no index journal: "
+                                    "the videos in it are no longer in the store")
+                if self.fix:
+                    self.files.remove_tree(base)
+                    self.fixed(where, "removed (`extract run` redoes the videos it held)")
+            elif self.fix and not writer_alive(attrs.get("writer", {})):
+                self.files.remove_tree(base)
+                log.info("%s/%s: removed a pack whose writer died before its first commit",
+                         self.name, where)
+
+    def _pack_meta(self, pack: str, idx: FeatureIndex, entries: list[Entry],
+                   rows: int) -> PackLayout | None:
         """Check the pack's documents against its layout; rewrite junk ones with ``fix``."""
         base = pack_dir(self.name, pack)
         layout = idx.layouts.get(pack)
@@ -174,7 +225,6 @@ class _Feature:
             self.problem(f"{PACKS}/{pack}/zarr.json", str(exc).split(": ", 1)[-1])
         if layout is None:
             return None
-        rows = max((e.start + e.rows for e in idx.puts.values() if e.pack == pack), default=0)
         if not group_ok and self.fix:
             self.files.write(f"{base}/{META}", group_doc({"layout": layout.to_dict(),
                                                           "sealed": rows, "repaired": True}))

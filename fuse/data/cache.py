@@ -52,6 +52,10 @@ class StageCache:
             self._fingerprints[path, name] = sources.home[name].feature_info(name).fingerprint
         return path, self._fingerprints[path, name]
 
+    def has(self, key: tuple) -> bool:
+        """Whether ``key`` is cached (without counting a hit or a miss)."""
+        return key in self._items
+
     def get(self, key: tuple) -> StagedVideo | None:
         item = self._items.get(key)
         if item is None:

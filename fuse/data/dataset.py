@@ -31,6 +31,7 @@ from fuse.errors import DataError
 from fuse.labels.base import VideoLabels
 
 log = logging.getLogger(__name__)
+PREFETCH_VIDEOS = 256  # videos read together (one bulk store read per feature and block)
 
 
 @dataclass
@@ -127,10 +128,16 @@ def load_fused(sources: FeatureSources, specs: list[FeatureSpec], requests: list
     dims = [sources.dim(n) for n in names]
     by_group = normalize == "group" or isinstance(normalizer, GroupNormalizer)
     notes = GridNotes()
-    placed = [_stage(req, sources, specs, level, grid, timing, dims, cache, notes, tolerance,
-                     moments=cache is not None or by_group
-                     or (normalizer is None and req.split in fit_splits))
-              for req in requests]
+    placed = []
+    for first in range(0, len(requests), PREFETCH_VIDEOS):
+        block = requests[first:first + PREFETCH_VIDEOS]
+        todo = [r.video for r in block if cache is None
+                or not cache.has(cache.key(sources, specs, r, level, grid, timing, tolerance))]
+        sources.prefetch(todo)  # one bulk read per feature for the block
+        placed += [_stage(req, sources, specs, level, grid, timing, dims, cache, notes,
+                          tolerance, moments=cache is not None or by_group
+                          or (normalizer is None and req.split in fit_splits))
+                   for req in block]
     notes.report()  # every video that cannot be placed, at once (raises); notes logged once
     staged = [st for st in placed if st is not None]
     groups = [r.group or r.video for r in requests]

@@ -30,6 +30,10 @@ def feature_specs(visual: list[str], audio: list[str], default_align: str) -> li
             + [FeatureSpec.parse(t, "audio", default_align) for t in audio])
 
 
+#: Bytes of rows one :meth:`FeatureSources.prefetch` holds at most.
+PREFETCH_BYTES = 256 << 20
+
+
 class FeatureSources:
     """Reads each (feature, video) from the first of the stores that holds the feature; a
     labelled video reads each feature under the id ``video_map`` resolves (see
@@ -42,6 +46,7 @@ class FeatureSources:
         self.video_map = video_map or VideoMap()
         self.home: dict[str, FeatureStore] = {}
         self._complete: dict[str, set[str]] = {}
+        self._prefetched: dict[tuple[str, str], FeatureArray] = {}  # (feature, stored id)
         self._modality: dict[str, str] = {}
         missing = []
         for name in self.features:
@@ -91,4 +96,23 @@ class FeatureSources:
             tried = self.video_map.candidates(video, name, self.modality(name))
             raise DataError(f"video {video!r} has no complete {name!r} array (looked for "
                             f"{', '.join(tried)})")
-        return self.home[name].read_video(name, stored)
+        hit = self._prefetched.pop((name, stored), None)
+        return hit if hit is not None else self.home[name].read_video(name, stored)
+
+    def prefetch(self, videos: list[str], max_bytes: int = PREFETCH_BYTES) -> None:
+        """Read every feature of ``videos`` with one bulk read per feature (the store reads
+        each pack's rows in storage order), up to about ``max_bytes`` of rows in all; the rest
+        are read one by one. :meth:`read` then hands each array out once."""
+        self._prefetched.clear()
+        budget = max_bytes
+        for name in self.features:
+            store = self.home[name]
+            row_bytes = self.dim(name) * 4  # at most float32
+            stored = []
+            for s in dict.fromkeys(s for v in videos if (s := self.resolve(name, v))):
+                budget -= store.entry(name, s).rows * row_bytes
+                if budget < 0:
+                    break
+                stored.append(s)
+            for fa in store.read_videos(name, stored):
+                self._prefetched[name, fa.video] = fa
