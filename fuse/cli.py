@@ -176,8 +176,9 @@ def check_submission(
         partition: Annotated[Path | None, typer.Option(
             "--partition", help="eri: split CSV; every test id needs exactly one row")] = None,
         expect: Annotated[Path | None, typer.Option(
-            "--expect", help="ids that must have a prediction (one per line, or a CSV with a "
-                             "video / File_ID column)")] = None,
+            "--expect", help="ids that must have a prediction: one per line, a CSV with a "
+                             "video / File_ID column, or an annotation folder (its <video>.txt "
+                             "files, e.g. Aff-Wild2's Validation_Set)")] = None,
         ) -> None:
     """Check a submission's format: headers, line counts against the videos, value ranges.
 
