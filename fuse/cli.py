@@ -274,7 +274,8 @@ def grid(grid_file: Annotated[Path | None, typer.Option("--grid", help="grid YAM
          overrides: Overrides = None) -> None:
     """Run an ablation grid (features x encoders x params x seeds [x folds]), rank the cells.
 
-    A re-run skips finished jobs; a failing job is recorded and the grid goes on. Writes
+    A re-run skips finished jobs; a failing job is recorded and the grid goes on; the exit
+    code is 1 when a job failed or a cell's folds could not be pooled. Writes
     results.csv, ranking.csv/.md, folds.csv and pooled.csv + pooled/ (folds: every fold's
     held-out predictions scored together, confusion matrices), heatmap.png and seeds.png.
 
