@@ -325,6 +325,24 @@ def test_frame_folder_tolerance_comes_from_its_recorded_frame_rate():
     assert recorded_step({"frame_rows": "sampled", "source_fps": 25.0}) is None
 
 
+def test_frame_folder_gaps_stay_invalid_when_loaded(tmp_path):
+    from fuse.data.dataset import FrameTiming
+    from fuse.labels.base import VideoLabels
+
+    st = open_store(tmp_path / "s.zarr", "a")
+    st.ensure_feature("img", modality="visual", dim=2, extractor="synthetic", config={"k": 1})
+    t = np.arange(0, 20, 2) / 25  # images 1, 3, 5, … of a 25 fps folder (--image-fps 25)
+    st.write_video("img", "v", np.ones((len(t), 2), np.float16), t,
+                   extra_attrs={"frame_rows": "images", "source_fps": 25.0})
+    labels = VideoLabels("v", np.zeros((19, 1), np.float32), np.ones((19, 1), bool),
+                         frames=np.arange(19))
+    data, _ = load_fused(FeatureSources([str(tmp_path / "s.zarr")], ["img"]),
+                         [FeatureSpec("img", "visual", "nearest")],
+                         [VideoRequest("v", "train", labels)], level="frame",
+                         grid=GridSpec("labels"), fill="zero", timing=FrameTiming("img"))
+    assert data.valid[:-1, 0].tolist() == [k % 2 == 0 for k in range(19)]
+
+
 def test_a_reference_that_starts_late_is_extended_back_or_refused():
     t = (10 + np.arange(20)) / 25  # rows of frames 10 … 29, no frame attributes
     notes = GridNotes()
