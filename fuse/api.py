@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import dataclasses
 import logging
+from collections.abc import Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -120,6 +121,7 @@ def train(config: FuseConfig | dict[str, Any], *, resume: bool = False,
 
     write_json(run.features, feature_records(plan.sources))  # predict / eval check these
     write_json(run.video_ids, plan.labels.source_ids)
+    write_json(run.splits, dict(sorted(plan.splits.items())))  # predict starts from these ids
     if resume:
         record_resume(run.root, resumed)
     summary = plan.summary()
@@ -212,7 +214,7 @@ def train(config: FuseConfig | dict[str, Any], *, resume: bool = False,
                                               plan.labels.source_ids)
             written = results.write_split(adapter, final, run.predictions, split)
             add_truth(run.predictions / f"{split}.csv", data, videos[split],
-                      plan.labels.targets, plan.labels.kind)
+                      plan.labels.targets, plan.labels.kind, plan.labels.source_ids)
             files += written
     if task.label_kind == "classification":
         for split in ("val", "test"):
@@ -251,8 +253,8 @@ def _snapshot_outputs(model, task, batcher, planner, videos: dict[str, np.ndarra
                       saved: list[str]) -> tuple[dict[str, list[np.ndarray]], Any, dict]:
     """Train-Val-Mix: each snapshot's post-processed outputs (saved per split under
     ``snapshots/``), their combination per split (each target over its own window), the
-    post-processing, and metrics header."""
-    from fuse.experiments.ensemble import get_combiner
+    post-processing, and metrics header. ``fuse predict`` / ``fuse eval`` remake the outputs
+    with the same two functions (:class:`fuse.saved.SavedRun`)."""
     from fuse.training import snapshots
 
     post = snapshots.fixed_post(task, cfg.post)
@@ -263,20 +265,16 @@ def _snapshot_outputs(model, task, batcher, planner, videos: dict[str, np.ndarra
         for split in saved:
             raw(split, outputs[split], post.decision).save(
                 snapshots.outputs_path(root, epoch, split))
-    combine = get_combiner(cfg.train.snapshot_combine, task.label_kind).name
-    per_target = snapshots.target_windows(cfg.train, task.targets)
-    columns = ([per_target[t] for t in task.targets] if cfg.train.snapshot_targets
-               else None)
+    combined, combine, per_target = snapshots.combined_outputs(per_epoch, task, cfg.train)
     metrics = {"validation": "none: labels.train_val_mix trains on train + val together, so "
                              "there is no validation score; 'train' scores are in-sample",
                "best_epoch": None, "best_val_score": None, "epochs": epochs_done,
                "train_val_mix": {"snapshot_epochs": epochs, "combine": combine,
                                  "train_videos": int(len(videos["train"]))}}
-    if columns is not None:
+    if per_target is not None:
         metrics["train_val_mix"]["target_epochs"] = {t: [w[0], w[-1]]
                                                      for t, w in per_target.items()}
-    return (snapshots.combine_snapshots(per_epoch, task.label_kind, combine, columns), post,
-            metrics)
+    return combined, post, metrics
 
 
 def evaluate(run_dir: str | Path, split: str = "val") -> dict[str, float]:
@@ -307,12 +305,13 @@ def predict(run_dir: str | Path, stores: list[str], out: str | Path,
             split: str | None = None, groups: str | Path | None = None) -> list[Path]:
     """Predict every video of ``stores`` that has the run's features (or only ``videos``).
 
-    The videos are those of the run's reference feature (its first visual one, else its first
-    feature); each reads the other features through the run's video map (Aff-Wild2:
-    ``X_left`` / ``X_right`` read ``X``'s audio), or ``video_map`` (a CSV) instead. Every
-    video left out is named in one warning. Per-frame tasks get one output per frame of the
-    source video. The stores' features must be the ones the run was trained on (same config
-    and width), else :class:`~fuse.errors.FeatureMismatchError`.
+    Every id the stores hold or the run's labels name is a candidate (:func:`predictable`);
+    each reads the run's features through the run's video map (Aff-Wild2: ``X_left`` /
+    ``X_right`` read ``X``'s audio, and ``X`` itself is not predicted), or ``video_map`` (a
+    CSV) instead. Every video left out is named in one warning, with what it lacks.
+    Per-frame tasks get one output per frame of the source video. The stores' features must be
+    the ones the run was trained on (same config and width), else
+    :class:`~fuse.errors.FeatureMismatchError`.
 
     ``split`` keeps the videos the run's labels (or partition) put in that split.
     ``out`` ending in ``.csv`` gives one table; otherwise a folder in the labels' own
@@ -334,7 +333,7 @@ def predict(run_dir: str | Path, stores: list[str], out: str | Path,
     sources = FeatureSources(list(stores), features, saved.video_map(video_map))
     saved.check_features(sources)
     if videos is None:
-        videos, dropped = predictable(sources, saved.timing.reference)
+        videos, dropped = predictable(sources, saved.label_ids or ())
         if split is not None:
             wanted = split_videos(saved.cfg, split)
             dropped = {v: f for v, f in dropped.items() if v in wanted}
@@ -372,21 +371,33 @@ def split_videos(cfg: FuseConfig, split: str) -> set[str]:
     return chosen
 
 
-def predictable(sources, reference: str) -> tuple[list[str], dict[str, list[str]]]:
-    """The videos to predict (those of ``reference``, else of the first feature, that have
-    every feature through the video map) and every stored video left out, with what it
-    lacks (a video stored for some feature that no predicted video reads)."""
-    ref = reference if reference in sources.features else sources.features[0]
-    videos, dropped = [], {}
-    for vid in sorted(sources.complete(ref)):
-        lacking = sources.lacking(vid)
-        if lacking:
-            dropped[vid] = lacking
+def predictable(sources, label_ids: Iterable[str] = ()
+                ) -> tuple[list[str], dict[str, list[str]]]:
+    """The videos to predict, and the videos left out with what they lack.
+
+    The candidates are every id the stores hold (under any feature: the crops ``X_left`` /
+    ``X_right`` of a run that reads only ``X``'s audio), the ids the run's labels name
+    (``label_ids``) and the label ids of the video map's rows. A candidate is predicted when
+    each of the run's features resolves through the video map
+    (:meth:`~fuse.data.features.FeatureSources.lacking`), unless it is only the id that other
+    predicted videos read from (``X`` for ``X_left`` / ``X_right``) and not a label id itself.
+    Left out, with what it lacks: a candidate that is not predicted, not read by a predicted
+    video, and has data in the stores (ids named only by the labels, absent from these
+    stores, are not listed: ``--split`` lists the ones it wants)."""
+    stored: set[str] = set()
+    for store in sources.stores:
+        for feature in store.features():
+            stored |= store.complete_set(feature)
+    labelled = set(label_ids)
+    ready, lacks = [], {}
+    for vid in sorted(stored | labelled | set(sources.video_map.rows)):
+        if lacking := sources.lacking(vid):
+            lacks[vid] = lacking
         else:
-            videos.append(vid)
-    used = {f: {sources.resolve(f, v) for v in videos} for f in sources.features}
-    for f in sources.features:
-        for sid in sorted(sources.complete(f) - used[f]):
-            if sid not in dropped:
-                dropped[sid] = [g for g in sources.features if sid not in sources.complete(g)]
+            ready.append(vid)
+    served = {r for v in ready for f in sources.features
+              if (r := sources.resolve(f, v)) is not None and r != v}
+    videos = [v for v in ready if v not in served or v in labelled]
+    dropped = {v: f for v, f in lacks.items()
+               if v not in served and (v in stored or len(f) < len(sources.features))}
     return videos, dropped

@@ -176,8 +176,9 @@ def check_submission(
         partition: Annotated[Path | None, typer.Option(
             "--partition", help="eri: split CSV; every test id needs exactly one row")] = None,
         expect: Annotated[Path | None, typer.Option(
-            "--expect", help="ids that must have a prediction (one per line, or a CSV with a "
-                             "video / File_ID column)")] = None,
+            "--expect", help="ids that must have a prediction: one per line, a CSV with a "
+                             "video / File_ID column, or an annotation folder (its <video>.txt "
+                             "files, e.g. Aff-Wild2's Validation_Set)")] = None,
         ) -> None:
     """Check a submission's format: headers, line counts against the videos, value ranges.
 
@@ -273,7 +274,8 @@ def grid(grid_file: Annotated[Path | None, typer.Option("--grid", help="grid YAM
          overrides: Overrides = None) -> None:
     """Run an ablation grid (features x encoders x params x seeds [x folds]), rank the cells.
 
-    A re-run skips finished jobs; a failing job is recorded and the grid goes on. Writes
+    A re-run skips finished jobs; a failing job is recorded and the grid goes on; the exit
+    code is 1 when a job failed or a cell's folds could not be pooled. Writes
     results.csv, ranking.csv/.md, folds.csv and pooled.csv + pooled/ (folds: every fold's
     held-out predictions scored together, confusion matrices), heatmap.png and seeds.png.
 

@@ -175,7 +175,7 @@ class TrainConfig:
     keep: str = "last"  # checkpoints left when the run ends: last (best.pt + last.pt, resumable)
     #                     | best (best.pt: eval / predict still work) | none (outputs only)
     keep_snapshots: bool = True  # Train-Val-Mix: keep snapshots/epoch_NNN.pt (their outputs
-    #                              are kept either way)
+    #                              are kept either way); predict / eval need them
 
 
 @dataclass

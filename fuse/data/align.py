@@ -8,10 +8,13 @@ A grid is a set of step times with step edges (the midpoints between neighbours)
   rows is invalid.
 
 A step is invalid when its row is (mask False), or when no row of the feature lies within
-``tolerance`` of the step time: ``tolerance`` is in the feature's own row steps (its median row
-spacing), default one half (``data.align_tolerance``). So a gap in the rows (frames without an
-image, a decode gap), and the steps before the first or after the last row, are invalid: the
-fill policy and the validity channel apply there, never a row from far away.
+``tolerance`` of the step time: ``tolerance`` is in the feature's own row steps, default one
+half (``data.align_tolerance``). The row step is the one the feature's clock records (``1 /
+source_fps`` for rows that are video frames or frame-folder images: :func:`recorded_step`), else
+its median row spacing; so a frame folder missing every other image does not pass for one
+at half the rate. A gap in the rows (frames without an image, a decode gap), and the steps
+before the first or after the last row, are invalid: the fill policy and the validity channel
+apply there, never a row from far away.
 """
 
 from __future__ import annotations
@@ -54,25 +57,26 @@ class Aligned:
     valid: np.ndarray  # (N,) bool
 
 
-Aligner = Callable[..., Aligned]  # (data, times, mask, grid, tolerance=0.5) -> Aligned
+Aligner = Callable[..., Aligned]  # (data, times, mask, grid, tolerance=0.5, step=None)
 ALIGNMENTS: Registry[Aligner] = Registry("alignment")
 DEFAULT_TOLERANCE = 0.5  # in the feature's row steps: half a step
 
 
 @ALIGNMENTS.register("nearest")
 def align_nearest(data: np.ndarray, times: np.ndarray, mask: np.ndarray, grid: Grid,
-                  tolerance: float = DEFAULT_TOLERANCE) -> Aligned:
-    """``data`` (T, D) with row ``times`` (T,) and ``mask`` (T,) → (N, D) on ``grid``."""
+                  tolerance: float = DEFAULT_TOLERANCE, step: float | None = None) -> Aligned:
+    """``data`` (T, D) with row ``times`` (T,) and ``mask`` (T,) → (N, D) on ``grid``;
+    ``step``: the feature's recorded row step (None: its median row spacing)."""
     if len(times) == 0:
         return _empty(len(grid), data.shape[1], data.dtype)
     idx = nearest_rows(times, grid.times)
-    near = within(times, idx, grid, tolerance)
+    near = within(times, idx, grid, tolerance, step=step)
     return Aligned(data[idx], mask[idx] & near)
 
 
 @ALIGNMENTS.register("mean")
 def align_mean(data: np.ndarray, times: np.ndarray, mask: np.ndarray, grid: Grid,
-               tolerance: float = DEFAULT_TOLERANCE) -> Aligned:
+               tolerance: float = DEFAULT_TOLERANCE, step: float | None = None) -> Aligned:
     """Mean of the valid rows inside each step (float32 sums, float16 result); a step
     without rows takes the nearest row within ``tolerance`` row steps, else is invalid."""
     n = len(grid)
@@ -96,7 +100,7 @@ def align_mean(data: np.ndarray, times: np.ndarray, mask: np.ndarray, grid: Grid
     if empty.any():
         idx = nearest_rows(times, grid.times[empty])
         out[empty] = data[idx]
-        valid[empty] = mask[idx] & within(times, idx, grid, tolerance, empty)
+        valid[empty] = mask[idx] & within(times, idx, grid, tolerance, empty, step)
     return Aligned(out.astype(data.dtype, copy=False), valid)
 
 
@@ -110,17 +114,31 @@ def nearest_rows(times: np.ndarray, targets: np.ndarray) -> np.ndarray:
 
 
 def row_step(times: np.ndarray) -> float:
-    """The feature's own row step: the median spacing of its rows (0 for one row)."""
+    """The median spacing of a feature's rows (0 for one row)."""
     return float(np.median(np.diff(times))) if len(times) > 1 else 0.0
 
 
+def recorded_step(attrs: dict) -> float | None:
+    """The row step a stored array's attributes record: ``1 / source_fps`` when its rows are
+    video frames (``frame_rows: all``) or frame-folder images (``images``, rows only where an
+    image exists); None otherwise (sampled rows, audio, imported arrays)."""
+    rows, fps = attrs.get("frame_rows"), attrs.get("source_fps")
+    legacy = (attrs.get("source") or {}).get("image_fps")  # frame folders, older stores
+    if rows is None and legacy:
+        rows, fps = "images", legacy
+    if rows in ("all", "images") and fps and float(fps) > 0:
+        return 1.0 / float(fps)
+    return None
+
+
 def within(times: np.ndarray, idx: np.ndarray, grid: Grid, tolerance: float,
-           steps: np.ndarray | None = None) -> np.ndarray:
+           steps: np.ndarray | None = None, step: float | None = None) -> np.ndarray:
     """Whether row ``idx[j]`` lies within ``tolerance`` row steps of grid step ``j`` (of the
-    steps selected by the boolean ``steps``, default all). A feature with a single row has
-    no step of its own: it covers the grid step it falls in."""
+    steps selected by the boolean ``steps``, default all). The row step is ``step`` when the
+    feature records one, else its median row spacing. A feature with a single row and no
+    recorded step covers the grid step it falls in."""
     targets = grid.times if steps is None else grid.times[steps]
-    step = row_step(times)
+    step = step if step is not None and step > 0 else row_step(times)
     if step <= 0:
         lo = grid.edges[:-1] if steps is None else grid.edges[:-1][steps]
         hi = grid.edges[1:] if steps is None else grid.edges[1:][steps]

@@ -14,7 +14,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from fuse.config import LabelConfig
-from fuse.data.align import ALIGNMENTS, DEFAULT_TOLERANCE, Aligned, Grid
+from fuse.data.align import ALIGNMENTS, DEFAULT_TOLERANCE, Aligned, Grid, recorded_step
 from fuse.data.cache import StageCache
 from fuse.data.features import FeatureSources, FeatureSpec
 from fuse.data.fill import apply_fill
@@ -140,7 +140,13 @@ def load_fused(sources: FeatureSources, specs: list[FeatureSpec], requests: list
                    for req in block]
     notes.report()  # every video that cannot be placed, at once (raises); notes logged once
     staged = [st for st in placed if st is not None]
-    groups = [r.group or r.video for r in requests]
+    groups = [r.group for r in requests]
+    if normalizer is None and normalize == "group":
+        if unknown := [r.video for r in requests if not r.group]:
+            raise DataError(f"data.normalize=group: {len(unknown)} videos have no group "
+                            f"({', '.join(unknown[:5])}{' …' if len(unknown) > 5 else ''}); "
+                            "a video is never its own group: set labels.group_by to the "
+                            "column of speaker / subject ids")
     if normalizer is None:
         fits = [by_group or r.split in fit_splits for r in requests]  # group: every video
         normalizer = fit_normalizer(normalize, names, dims, [st.moments for st in staged],
@@ -206,7 +212,8 @@ def _stage(req: VideoRequest, sources: FeatureSources, specs: list[FeatureSpec],
             sums[s.name] = Moments(dim)
             sums[s.name].add(fa.data if fa.mask.all() else fa.data[fa.mask])
         aligned[s.name] = ALIGNMENTS.get(s.align)(fa.data, fa.timestamps, fa.mask, g,
-                                                  tolerance=tolerance)
+                                                  tolerance=tolerance,
+                                                  step=recorded_step(fa.attrs))
     staged = StagedVideo(g.times, frames, aligned, sums)
     if cache is not None:
         cache.put(key, staged)
@@ -229,7 +236,7 @@ def _video_grid(req: VideoRequest, arrays: dict, level: str, spec: GridSpec,
         try:
             clock = reference_clock(req.video, ref.attrs if ref is not None else {},
                                     ref.timestamps if ref is not None else np.zeros(0),
-                                    timing.fps, timing.reference)
+                                    timing.fps, timing.reference, notes)
         except DataError as exc:
             notes.errors.append(str(exc))
             return None

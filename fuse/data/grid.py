@@ -10,7 +10,10 @@ reference array's attributes (written by ``extract run``):
 - ``frame_rows: images`` (frame folders with ``--image-fps`` / ``--fps-table``): frame ``k`` at
   ``k / source_fps``; the frame count is unknown past the last image;
 - an array without these attributes (imported, synthetic, older stores) whose rows are evenly
-  spaced: row ``k`` is frame ``k``; with gaps or sampled rows the clock is refused;
+  spaced: row ``k`` is frame ``k`` when its first row is at time 0 (within half a step); a
+  first row a whole number ``m`` of steps later is frame ``m`` (the clock is extended back to
+  frame 0, at the rows' step, and says so); any other start, gaps or sampled rows are refused,
+  never shifted;
 - ``labels.fps > 0``: frame ``k`` at ``k / fps`` (one rate for every video).
 
 The grid has one step per video frame: labels are placed on it by frame index, so frames
@@ -91,6 +94,7 @@ class GridNotes:
     errors: list[str] = field(default_factory=list)  # the load stops with all of them
     past_end: list[str] = field(default_factory=list)  # label lines past the video's frames
     unknown_end: list[str] = field(default_factory=list)  # frame count not known
+    late_start: list[str] = field(default_factory=list)  # clocks extended back to frame 0
     extended: list[str] = field(default_factory=list)  # labels past the last image
 
     def report(self) -> None:
@@ -105,6 +109,10 @@ class GridNotes:
             log.warning("labels reach past the last image, and the video's frame count is "
                         "unknown (extracted without --videos); those frames are placed at "
                         "i / fps: %s", ", ".join(self.extended))
+        if self.late_start:
+            log.warning("the reference's first row is not frame 0 (it carries no frame "
+                        "attributes): its clock is extended back to frame 0 at its row step, "
+                        "the frames before it have no row: %s", ", ".join(self.late_start))
         if self.unknown_end:
             log.warning("frame count unknown (the reference feature was extracted without "
                         "--videos): predictions stop at the last image/row of %s",
@@ -112,10 +120,10 @@ class GridNotes:
 
 
 def reference_clock(video: str, attrs: dict, timestamps: np.ndarray, fps: float = 0.0,
-                    name: str = "reference") -> FrameClock:
+                    name: str = "reference", notes: GridNotes | None = None) -> FrameClock:
     """The frame clock of ``video`` from its reference array (``attrs``, row ``timestamps``),
     or ``k / fps`` when ``fps`` > 0 (``labels.fps``). Raises :class:`DataError` when the rows
-    cannot say when each frame is."""
+    cannot say when each frame is; ``notes`` collects clocks extended back to frame 0."""
     rows = attrs.get("frame_rows")
     count = attrs.get("source_frames")
     legacy_fps = (attrs.get("source") or {}).get("image_fps")  # frame folders, older stores
@@ -150,7 +158,31 @@ def reference_clock(video: str, attrs: dict, timestamps: np.ndarray, fps: float 
                             "frame (uneven steps: gaps or sampling) and carry no frame "
                             "attributes; re-extract it with `extract run --videos`, or set "
                             "labels.fps")
-    return FrameClock(t, False, f"{name} rows")
+    return _from_frame_zero(video, t, name, notes)
+
+
+def _from_frame_zero(video: str, t: np.ndarray, name: str,
+                     notes: GridNotes | None) -> FrameClock:
+    """Evenly spaced rows without frame attributes as a clock that starts at frame 0: row 0 is
+    frame 0 when it lies within half a step of time 0; a whole number ``m`` of steps later, the
+    clock is extended back by ``m`` frames; anything else is refused (never shifted)."""
+    clock = FrameClock(t, False, f"{name} rows")
+    step = clock.step
+    if len(t) < 2 or step <= 0:
+        return clock
+    lead = float(t[0]) / step  # frames before the first row
+    if abs(lead) <= 0.5 + 1e-6:  # rows at frame times, or centred in their steps
+        return clock
+    first = int(round(lead))
+    if lead < 0 or abs(lead - first) > 0.25:
+        raise DataError(f"video {video!r}: the first row of {name} is at {t[0]:.4f} s, "
+                        f"{lead:.2f} of its {step:.4f} s steps from time 0, so its rows cannot "
+                        "be numbered as video frames (labels would shift); re-extract it with "
+                        "`extract run --videos`, or set labels.fps")
+    if notes is not None:
+        notes.late_start.append(f"{video} (first row at {t[0]:.3f} s = frame {first})")
+    return FrameClock(np.concatenate([t[0] - step * np.arange(first, 0, -1), t]), False,
+                      f"{name} rows from frame {first} (extended back to frame 0)")
 
 
 @dataclass

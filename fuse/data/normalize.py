@@ -3,9 +3,11 @@
 - ``global``: one mean / std per feature from the valid rows of the training videos only;
 - ``group``: one per group (speaker, subject: ``labels.group_by``) and feature, from all of that
   group's videos in every split. Features only, never labels, so a held-out speaker is
-  normalised by their own recordings (speaker normalisation, as in speech emotion work). At
-  ``predict`` time a video keeps the group it was fitted with; a new video needs its group
-  given (``fuse predict --groups``), and a group the run never saw is fitted on its own videos;
+  normalised by their own recordings (speaker normalisation, as in speech emotion work). Every
+  video needs a real group (never itself), and every group two or more valid rows of each
+  feature (one row z-scores to zeros); both are refused otherwise. At ``predict`` time a video
+  keeps the group it was fitted with; a new video needs its group given (``fuse predict
+  --groups``), and a group the run never saw is fitted on its own videos;
 - ``none``: the stored values as they are.
 """
 
@@ -18,6 +20,7 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from extract.registry import Registry
+from fuse.errors import DataError
 
 log = logging.getLogger(__name__)
 
@@ -117,8 +120,7 @@ class GroupNormalizer(Normalizer):
         if not new:
             return self
         log.warning("data.normalize=group: %d groups the run never saw are normalised by their "
-                    "own videos' statistics (without labels, each video is its own group)",
-                    len(new))
+                    "own videos' statistics", len(new))
         fitted = fit_group(names, dims, moments, [g in new for g in groups], groups)
         return GroupNormalizer(self.mean, self.std, {**self.groups, **fitted.groups},
                                dict(self.videos))
@@ -175,6 +177,14 @@ def fit_group(names: list[str], dims: list[int], moments: list[dict[str, Moments
         for n in names:
             sums[n].merge(video[n])
             pooled[n].merge(video[n])
+    thin = sorted(f"{g} ({n}: {sums[n].count} row)" for g, sums in per.items() for n in names
+                  if sums[n].count == 1)
+    if thin:
+        raise DataError(f"data.normalize=group: {len(thin)} group/feature pairs have a single "
+                        f"valid row, which z-scores to all zeros: {', '.join(thin[:5])}"
+                        f"{' …' if len(thin) > 5 else ''}; every group needs two or more rows "
+                        "of each feature (more videos per speaker / subject, or "
+                        "data.normalize=global)")
     base = Normalizer.fit(pooled)
     return GroupNormalizer(base.mean, base.std, {g: Normalizer.fit(m) for g, m in per.items()})
 

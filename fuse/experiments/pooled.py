@@ -5,7 +5,9 @@ The held-out split is ``test`` for nested folds (``fold_holdout: test``, the def
 selection saw it) and ``val`` with ``fold_holdout: val`` (papers 002 / 004: those folds chose
 each run's epoch and post-processing, so the pooled number is optimistic and says so).
 Each fold's saved outputs (``predictions/<split>_outputs.npz``) are decided with that fold's
-own decision (AU thresholds), concatenated and scored once with the task's metric.
+own decision (AU thresholds), concatenated and scored once with the task's metric. Only the
+videos with labels are pooled: a video without any (an unlabelled test id, which every fold
+predicts) is not held out by any fold. A labelled video held out by two folds is refused.
 Written per cell and seed into ``pooled/<cell>__seed-<s>/``: ``metrics.json``,
 ``predictions.csv`` (video, fold, true and predicted values) and, for classes, the confusion
 matrix as ``confusion.csv`` and ``confusion.png``.
@@ -56,7 +58,18 @@ def pool_runs(runs: list[Path], split: str, fold_names: list[str]) -> tuple[Pool
     from fuse.outputs.raw import RawOutputs, outputs_path
     from fuse.tasks import build_task
 
-    raws = [RawOutputs.load(outputs_path(r, split)) for r in runs]
+    loaded = [RawOutputs.load(outputs_path(r, split)) for r in runs]
+    # a video without any valid label in a fold was predicted there, not held out (unlabelled
+    # test ids are predicted by every fold): only labelled videos are pooled
+    raws = [raw.labelled_videos() for raw in loaded]
+    unlabelled = sorted({v for raw in loaded for v in raw.videos}
+                        - {v for raw in raws for v in raw.videos})
+    if unlabelled:
+        log.info("pooling: %d videos without labels are predicted, not held out, and left out "
+                 "of the pooled metrics: %s", len(unlabelled), ", ".join(unlabelled[:10])
+                 + (" …" if len(unlabelled) > 10 else ""))
+    if not any(raw.videos for raw in raws):
+        raise RunError(f"no fold of {runs[0].parent.name} has a labelled {split} video to pool")
     first = raws[0]
     for r, raw in zip(runs, raws, strict=True):
         if (raw.task, raw.kind, raw.targets, raw.level) != (first.task, first.kind,

@@ -9,6 +9,7 @@ from typing import Any
 
 import numpy as np
 
+from fuse.errors import FuseError
 from fuse.experiments.jobs import JobResult
 
 log = logging.getLogger(__name__)
@@ -105,24 +106,28 @@ def fold_table(table):
 
 def pooled_table(table, out: Path, plot: bool = True):
     """Pool each (cell, seed)'s held-out predictions over its folds; write their files under
-    ``out/pooled/``; one row per (cell, seed) with ``pooled_<metric>`` columns, and the
-    :class:`~fuse.experiments.pooled.Pooled` of each (cell, seed)."""
+    ``out/pooled/``; one row per (cell, seed) with ``pooled_<metric>`` columns, the
+    :class:`~fuse.experiments.pooled.Pooled` of each (cell, seed), and ``{name: error}`` of
+    each (cell, seed) that could not be pooled (the grid fails: its pooled numbers are
+    missing)."""
     import pandas as pd
 
     from fuse.experiments.pooled import FOLDER, pool_runs, write_pooled
 
     if table.empty or table["fold"].isna().all():
-        return pd.DataFrame(), {}
+        return pd.DataFrame(), {}, {}
     split = held_out(table)
-    rows, found = [], {}
+    rows, found, errors = [], {}, {}
     for key, group in table.dropna(subset=["fold"]).groupby(CELL + ["seed"], dropna=False):
         group = group.sort_values("fold")
         name = group["job"].iloc[0].rsplit("__fold-", 1)[0]
         try:
             pooled, per_row = pool_runs([Path(r) for r in group["run"]], split,
                                         group["fold_name"].astype(str).tolist())
-        except Exception as exc:  # one cell that cannot be pooled is reported, not fatal
+        except Exception as exc:  # the other cells are still pooled; the grid fails
             log.error("cannot pool %s: %s", name, exc)
+            errors[name] = f"{type(exc).__name__}: {exc}" if not isinstance(
+                exc, FuseError) else str(exc)
             continue
         write_pooled(out / FOLDER / name, pooled, per_row, plot)
         found[key] = pooled
@@ -132,7 +137,7 @@ def pooled_table(table, out: Path, plot: bool = True):
         row |= {"pooled_split": split, "pooled_folds": pooled.folds,
                 "pooled_videos": pooled.videos, "pooled_dir": str(out / FOLDER / name)}
         rows.append(row)
-    return pd.DataFrame(rows), found
+    return pd.DataFrame(rows), found, errors
 
 
 def to_markdown(df, floatfmt: str = ".4f") -> str:
@@ -201,9 +206,13 @@ def seed_bars(rank_df, out: Path, metric: str, top: int = 12, by: str = "val") -
     return path
 
 
-def ranking_notes(table, by: str) -> list[str]:
+def ranking_notes(table, by: str, pool_errors: dict[str, str] | None = None) -> list[str]:
     """Lines that say what the ranking's numbers are (written above ranking.md)."""
     notes = []
+    if pool_errors:
+        notes.append(f"**Pooling FAILED** for {len(pool_errors)} cell/seed(s), which have no "
+                     "pooled metrics: " + "; ".join(f"{n}: {e}" for n, e in
+                                                    sorted(pool_errors.items())))
     if by == "test":
         notes.append("Ranked by **test**: the runs have no validation split (Train-Val-Mix). "
                      "Choosing a cell by this ranking selects on test data.")
@@ -215,7 +224,8 @@ def ranking_notes(table, by: str) -> list[str]:
         else:
             notes.append("Folds hold out a **test** fold (nested): epochs and post-processing "
                          "were selected on a validation split drawn from the other groups; "
-                         "the pooled metrics score every fold's test predictions together.")
+                         "the pooled metrics score every fold's labelled test predictions "
+                         "together.")
     if "grouped_by" in table and not table.empty:
         groups = sorted({g for g in table["grouped_by"] if g})
         if groups:
@@ -226,16 +236,17 @@ def ranking_notes(table, by: str) -> list[str]:
 def write_results(results: list[JobResult], out: Path, metric: str = "score",
                   plot: bool = True) -> tuple[dict[str, Path], Any, dict[str, Any]]:
     """results.csv (per job), ranking.csv / ranking.md, folds.csv, pooled.csv and pooled/
-    (cross-validation), failures.json and plots. Returns the files, the ranking (a DataFrame,
-    best cell first) and what the tables mean: ``by`` (the ranking split), ``notes``,
-    ``held_out``, ``pooled`` ((cell..., seed) → Pooled), ``folds`` (the per-fold table)."""
+    (cross-validation), failures.json (failed jobs and pools) and plots. Returns the files, the
+    ranking (a DataFrame, best cell first) and what the tables mean: ``by`` (the ranking
+    split), ``notes``, ``held_out``, ``pooled`` ((cell..., seed) → Pooled), ``pool_errors``
+    (name → why it could not be pooled), ``folds`` (the per-fold table)."""
     out.mkdir(parents=True, exist_ok=True)
     table = job_table(results, metric)
     by = rank_by(table) if not table.empty else "val"
-    pooled, found = pooled_table(table, out, plot)
+    pooled, found, pool_errors = pooled_table(table, out, plot)
     rank_df = ranking(table, by, pooled)
-    notes = ranking_notes(table, by)
-    extras = {"by": by, "notes": notes, "pooled": found,
+    notes = ranking_notes(table, by, pool_errors)
+    extras = {"by": by, "notes": notes, "pooled": found, "pool_errors": pool_errors,
               "held_out": held_out(table) if not table.empty else None}
     files = {"results": out / "results.csv", "ranking": out / "ranking.csv",
              "markdown": out / "ranking.md"}
@@ -252,6 +263,7 @@ def write_results(results: list[JobResult], out: Path, metric: str = "score",
         files["pooled"] = out / "pooled.csv"
         pooled.to_csv(files["pooled"], index=False)
     failed = [{"job": r.name, "error": r.error} for r in results if r.status == "failed"]
+    failed += [{"pooled": name, "error": error} for name, error in sorted(pool_errors.items())]
     files["failures"] = out / "failures.json"
     files["failures"].write_text(json.dumps(failed, indent=2))
     if plot:

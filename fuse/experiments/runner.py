@@ -34,8 +34,14 @@ class GridOutcome:
         return [r for r in self.results if r.status == "failed"]
 
     @property
+    def pool_errors(self) -> dict[str, str]:
+        """Cells (and seeds) whose folds could not be pooled: name → why."""
+        return dict(self.tables.get("pool_errors") or {})
+
+    @property
     def ok(self) -> bool:
-        return not self.failed
+        """Every job finished and, with folds, every cell's folds were pooled."""
+        return not self.failed and not self.pool_errors
 
     @property
     def best_run(self) -> Path | None:
@@ -164,9 +170,13 @@ def print_ranking(outcome: GridOutcome, console: Any, top: int = 10) -> None:
         console.print(escape(to_markdown(folds).rstrip()), soft_wrap=True)
     for result in outcome.failed:
         console.print(f"[red]failed[/red] {result.name}: {escape(result.error)}")
+    for name, error in sorted(outcome.pool_errors.items()):
+        console.print(f"[red]pooling failed[/red] {name}: {escape(error)}")
     done = sum(r.status == "done" for r in outcome.results)
     skipped = sum(r.status == "skipped" for r in outcome.results)
-    console.print(f"jobs: {done} run, {skipped} already finished, {len(outcome.failed)} failed")
+    console.print(f"jobs: {done} run, {skipped} already finished, {len(outcome.failed)} failed"
+                  + (f"; {len(outcome.pool_errors)} cell(s) could not be pooled"
+                     if outcome.pool_errors else ""))
     for name, path in outcome.files.items():
         console.print(f"  {name}: {path}")
     if outcome.best_run is not None and not outcome.tables.get("pooled"):

@@ -9,7 +9,8 @@ Two-person videos are annotated as ``X_left`` / ``X_right``: features stored und
 video ``X`` (its audio, or visual features of the whole frame) serve both, and the pair shares
 a split and a fold (``VideoLabels.group`` is ``X``).
 
-- VA: ``valence,arousal`` then ``v,a`` per frame; -5 marks an invalid frame.
+- VA: ``valence,arousal`` then ``v,a`` per frame; -5 marks an invalid frame: either value at
+  -5 makes both invalid (the challenge drops the whole frame).
 - EXPR: ``Neutral,Anger,Disgust,Fear,Happiness,Sadness,Surprise,Other`` then one class index
   (0..7) per frame; -1 invalid.
 - AU: ``AU1,AU2,AU4,AU6,AU7,AU10,AU12,AU15,AU23,AU24,AU25,AU26`` then 0/1 per AU; -1 invalid.
@@ -56,10 +57,14 @@ class AffWild2Adapter(LabelAdapter):
             if vid in videos:
                 raise LabelError(f"video {vid!r} is annotated twice (second: {path})")
             values = self._read(path)
-            videos[vid] = VideoLabels(vid, values, values != self.invalid,
+            videos[vid] = VideoLabels(vid, values, self.validity(values),
                                       frames=np.arange(len(values)), split=given.get(vid, split),
                                       group=base_video(vid))
         return LabelSet(self.name, "frame", self.kind, self.targets(), videos)
+
+    def validity(self, values: np.ndarray) -> np.ndarray:
+        """(N, K) validity of the annotation lines: each value not the invalid marker."""
+        return values != self.invalid
 
     def aliases(self, video: str) -> list[str]:
         """``X_left`` / ``X_right`` read features stored under the raw video ``X``."""
@@ -110,6 +115,12 @@ class AffWild2VA(AffWild2Adapter):
     columns = 2
     invalid = -5.0
     fmt = "%.6f"
+
+    def validity(self, values: np.ndarray) -> np.ndarray:
+        """A frame is invalid for both values when either is -5 (as the ABAW evaluation drops
+        the whole frame), never valence without arousal or the reverse."""
+        ok = (values != self.invalid).all(axis=1, keepdims=True)
+        return np.repeat(ok, values.shape[1], axis=1)
 
 
 @LABEL_FORMATS.register("affwild2-expr")

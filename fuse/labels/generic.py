@@ -1,7 +1,8 @@
 """A generic label CSV: ``video``, optional ``frame`` or ``time``, target columns, optional split.
 
 With a frame or time column the labels are per frame (one row per frame, any order); without,
-one row per video. Empty cells are invalid. Classification: set ``labels.classes``; the single
+one row per video. Empty cells are invalid. Video ids, splits and groups are read as text
+(``00001`` stays ``00001``). Classification: set ``labels.classes``; the single
 target column holds class names or indices (-1 invalid). Column names come from ``labels.*``;
 ``labels.group_by`` names the column of speaker / subject ids that splits group by.
 
@@ -37,8 +38,9 @@ class GenericCSV(LabelAdapter):
         import pandas as pd
 
         path = cfg.path
-        try:
-            table = pd.read_csv(path)
+        text_cols = {c: str for c in (cfg.video_column, cfg.split_column, cfg.group_by) if c}
+        try:  # ids, splits and groups are text: "00001" stays "00001" (never the number 1)
+            table = pd.read_csv(path, dtype=text_cols)
         except pd.errors.EmptyDataError:
             raise LabelError(f"{path}: the file is empty (no header, no label rows)") from None
         except pd.errors.ParserError as exc:
@@ -76,6 +78,9 @@ class GenericCSV(LabelAdapter):
         order_col = frame_col or time_col
         level = "frame" if order_col else "video"
         splits = read_partition(cfg.partition) if cfg.partition else {}
+        if empty := table.index[table[cfg.video_column].isna()].tolist():
+            raise LabelError(f"{path} line {empty[0] + 2}, column {cfg.video_column!r}: empty "
+                             "video id")
         ids = table[cfg.video_column].map(clean_id).to_numpy()
         if group_col:
             _check_groups(table, ids, group_col, path)

@@ -50,3 +50,19 @@ def partition_ids(path: str | Path) -> dict[str, str]:
     if id_col is None:
         return {}
     return {clean_id(v): str(v).strip() for v in table[id_col] if clean_id(v) != str(v).strip()}
+
+
+def partition_groups(path: str | Path, column: str | None) -> dict[str, str]:
+    """``{clean id: group}`` from the ``column`` of a partition CSV ({} when it has no such
+    column or ``column`` is None); rows with an empty cell have no group."""
+    import pandas as pd
+
+    if not column:
+        return {}
+    table = pd.read_csv(path, dtype=str)
+    id_col = next((c for c in ID_COLUMNS if c in table.columns), None)
+    if id_col is None or column not in table.columns:
+        return {}
+    return {clean_id(v): str(g).strip() for v, g in zip(table[id_col], table[column],
+                                                         strict=True)
+            if isinstance(g, str) and g.strip()}

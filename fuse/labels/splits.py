@@ -140,7 +140,9 @@ def assign_splits(labels: LabelSet, cfg: LabelConfig, *,
     if made:
         log.info("made splits for %d videos grouped by %s (%s)", len(made),
                  grouping(labels, cfg), _counts(made))
-    return {**given, **made}
+    out = {**given, **made}
+    refuse_test_leaks(labels, out, set(made), cfg)
+    return out
 
 
 def mix_train_val(splits: dict[str, str]) -> dict[str, str]:
@@ -258,15 +260,41 @@ def _official_val_folds(labels: LabelSet, source: dict[str, str],
         else:
             fold = k - 1 if source.get(v) == "val" else fold_of[groups[v]]
             out[v] = "val" if fold == cfg.fold else "train"
+    refuse_test_leaks(labels, out, set(pool), cfg)
     return out
 
 
+def refuse_test_leaks(labels: LabelSet, splits: dict[str, str], made: set[str],
+                      cfg: LabelConfig) -> None:
+    """A made split never puts a group (speaker) in test and in train / val: refused when any
+    of the group's labelled videos was placed by this tool (the labels gave the others).
+    Splits the labels give entirely are the dataset's own; :func:`split_report` warns."""
+    per: dict[str, dict[str, list[str]]] = {}
+    for v, s in splits.items():
+        if v in labels.videos and labels.videos[v].valid.any():
+            per.setdefault(group_of(labels, v, cfg), {}).setdefault(s, []).append(v)
+    leaks = sorted(g for g, by in per.items() if "test" in by and ("train" in by or "val" in by)
+                   and any(v in made for vs in by.values() for v in vs))
+    if not leaks:
+        return
+    g = leaks[0]
+    by = per[g]
+    raise LabelError(
+        f"made splits: {len(leaks)} groups (grouped by {grouping(labels, cfg)}) would be in the "
+        f"test split and in training, e.g. {g!r}: test {_names(sorted(by['test']), 3)}; "
+        f"{'train' if 'train' in by else 'val'} "
+        f"{_names(sorted(by.get('train') or by['val']), 3)} ({_names(leaks)}); the labels "
+        "give some of its videos the test split and leave others to be split: give every "
+        "video of a group the same split in the labels (or partition), or none")
+
+
 def split_report(labels: LabelSet, splits: dict[str, str], cfg: LabelConfig) -> dict:
-    """What a run's splits were: grouped by what, folds, the groups per split, and groups that
-    appear in the test split and in train / val (a leak when the labels gave the splits)."""
+    """What a run's splits were: grouped by what, folds, the groups per split (of the
+    labelled videos: unlabelled ones are only predicted), and groups that appear in the test
+    split and in train / val (a leak when the labels gave the splits; refused when made)."""
     per: dict[str, set[str]] = {"train": set(), "val": set(), "test": set()}
     for v, s in splits.items():
-        if v in labels.videos and s in per:
+        if v in labels.videos and s in per and labels.videos[v].valid.any():
             per[s].add(group_of(labels, v, cfg))
     shared = sorted(per["test"] & (per["train"] | per["val"]))
     report = {"grouped_by": grouping(labels, cfg),

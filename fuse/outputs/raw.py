@@ -65,6 +65,22 @@ class RawOutputs:
                            self.per_video(self.times) if frame else [None] * len(self.videos),
                            dict(self.ids))
 
+    def labelled_videos(self) -> RawOutputs:
+        """Only the videos with at least one valid label row (the others were predicted, not
+        scored: e.g. unlabelled test ids that every fold predicts)."""
+        keep = [i for i in range(len(self.videos)) if self.valid[self.rows(i)].any()]
+        if len(keep) == len(self.videos):
+            return self
+        rows = np.concatenate([np.arange(self.offsets[i], self.offsets[i + 1]) for i in keep]
+                              ) if keep else np.zeros(0, np.int64)
+        lengths = self.lengths[keep]
+        offsets = np.concatenate([[0], np.cumsum(lengths)]).astype(np.int64)
+        videos = [self.videos[i] for i in keep]
+        return RawOutputs(self.task, self.label_format, self.level, self.kind,
+                          list(self.targets), self.split, videos, offsets, self.frames[rows],
+                          self.times[rows], self.outputs[rows], self.y[rows], self.valid[rows],
+                          dict(self.decision), {v: i for v, i in self.ids.items() if v in videos})
+
     def with_outputs(self, outputs: np.ndarray, decision: dict | None = None) -> RawOutputs:
         """The same rows and labels with other outputs (an ensemble's)."""
         return RawOutputs(self.task, self.label_format, self.level, self.kind,

@@ -48,6 +48,10 @@ class RunDir:
         return self.root / "video_ids.json"  # ids as the label source writes them (Hume)
 
     @property
+    def splits(self) -> Path:
+        return self.root / "splits.json"  # every id the labels name → its split
+
+    @property
     def predictions(self) -> Path:
         return self.root / "predictions"
 

@@ -3,7 +3,8 @@
 - Aff-Wild2 (``va``, ``expr``, ``au``): a folder of ``<video>.txt``; line 1 is the task's
   header, then exactly one line per frame of the video (``X_left`` / ``X_right`` count the
   frames of ``X``), with values in range: VA two numbers in [-1, 1]; EXPR one class index
-  0..7; AU twelve 0/1 values.
+  0..7; AU twelve 0/1 values. With ``--expect`` (a list of ids, or the annotation folder),
+  every expected video must have its file: a video ``predict`` left out fails the check.
 - Hume-Reaction (``eri``): one CSV ``File_ID,Adoration,…,Surprise``, one row per video,
   intensities in [0, 1]; with the partition, exactly one row per test id.
 
@@ -89,9 +90,11 @@ def check_submission(path: str | Path, task: str, *, videos: str | Path | None =
                      expect: str | Path | None = None) -> SubmissionReport:
     """Check the submission at ``path`` for ``task`` (see the module docstring).
 
-    ``videos``: the raw videos (frame counts); ``expect``: a file listing the ids that must
-    have a prediction (one per line, or a CSV with a video / File_ID column); ``partition``
-    (eri): the split CSV whose test ids must each have one row.
+    ``videos``: the raw videos (frame counts); ``expect``: the ids that must have a
+    prediction: a file (one per line, or a CSV with a video / File_ID column) or a folder of
+    annotation files (``<video>.txt``, e.g. Aff-Wild2's ``Validation_Set``: every labelled
+    video, ``X_left`` / ``X_right`` included); ``partition`` (eri): the split CSV whose test
+    ids must each have one row.
     """
     path = Path(path)
     if not path.exists():
@@ -105,8 +108,13 @@ def _expected_ids(expect: str | Path | None) -> list[str] | None:
     if not expect:
         return None
     path = Path(expect)
+    if path.is_dir():  # an annotation folder (Aff-Wild2: <split>/<video>.txt): its video ids
+        ids = sorted({f.stem for f in path.rglob("*.txt")})
+        if not ids:
+            raise ConfigError(f"--expect {path}: no <video>.txt annotation files in the folder")
+        return ids
     if not path.is_file():
-        raise ConfigError(f"--expect {path} is not a file")
+        raise ConfigError(f"--expect {path} is neither a file nor a folder")
     lines = [ln.strip() for ln in path.read_text().splitlines() if ln.strip()]
     if lines and "," in lines[0]:
         with path.open(newline="") as fh:

@@ -15,20 +15,26 @@ log = logging.getLogger(__name__)
 
 
 def add_truth(path: Path, data: FusedData, videos: np.ndarray, targets: list[str],
-              kind: str) -> bool:
+              kind: str, ids: dict[str, str] | None = None) -> bool:
     """Add the true-label columns to the CSV at ``path``; False (unchanged) when the split has
-    no labels or the file has no id column to join on."""
+    no labels or the file has no id column to join on. ``ids``: video → id as the file writes
+    it (``Predictions.ids``, e.g. Hume's ``[00001]``); ids are compared as text, brackets
+    dropped, so ``00001`` is never read as the number 1."""
     import pandas as pd
+
+    from fuse.labels.partition import clean_id
 
     if not path.is_file() or data.y is None or not any(
             data.targets_of(v)[1].any() for v in videos):
         return False
-    table = pd.read_csv(path)
-    id_col = table.columns[0]  # video / File_ID: the writers put the id first
-    keys = [id_col] + (["frame"] if data.level == "frame" and "frame" in table.columns else [])
+    columns = list(pd.read_csv(path, nrows=0).columns)
+    id_col = columns[0]  # video / File_ID: the writers put the id first
+    table = pd.read_csv(path, dtype={id_col: str}, keep_default_na=False,
+                        na_values={c: ["", "nan", "NaN"] for c in columns[1:]})
+    keys = ["_id"] + (["frame"] if data.level == "frame" and "frame" in table.columns else [])
     truth = pd.DataFrame(_truth_rows(data, videos, targets, kind, keys[1:] == ["frame"]))
-    truth = truth.rename(columns={"_id": id_col})
-    table[id_col] = table[id_col].astype(str)
+    truth["_id"] = [clean_id((ids or {}).get(v, v)) for v in truth["_id"]]
+    table["_id"] = table[id_col].map(clean_id)
     try:
         merged = table.merge(truth, on=keys, how="left", validate="many_to_one")
     except (ValueError, KeyError):  # pandas MergeError is a ValueError
@@ -37,7 +43,12 @@ def add_truth(path: Path, data: FusedData, videos: np.ndarray, targets: list[str
         log.warning("%s: the true labels could not be joined row for row; left without them",
                     path)
         return False
-    merged.to_csv(path, index=False, float_format="%.6f")
+    names = [c for c in truth.columns if c not in keys]
+    if merged[names].isna().all().all():
+        log.warning("%s: no row's id matches a labelled video; left without the true labels",
+                    path)
+        return False
+    merged.drop(columns="_id").to_csv(path, index=False, float_format="%.6f")
     return True
 
 

@@ -21,8 +21,10 @@ CLASS_WEIGHTS = ("none", "balanced")
 @TASKS.register("classification")
 class ClassificationTask(Task):
     """Cross-entropy (focal with ``focal_gamma`` / ``focal_alpha``; class-balanced weights;
-    R-Drop with ``rdrop_alpha``). Metrics: macro F1, UAR, accuracy, per-class F1 and recall;
-    ``task.metric`` picks the selection ``score`` (auto: macro F1).
+    R-Drop with ``rdrop_alpha``). Metrics: macro F1 (mean over the classes present in the
+    labels or the predictions, as scikit-learn), UAR (mean recall over the classes present in
+    the labels), accuracy, per-class F1 and recall; ``task.metric`` picks the selection
+    ``score`` (auto: macro F1).
 
     Labels are one column of class indices; predictions are class probabilities.
     """
@@ -105,7 +107,8 @@ class ClassificationTask(Task):
         found = {"f1": metrics.macro_f1(guess, true, n), "uar": metrics.uar(guess, true, n),
                  "accuracy": float(np.mean(guess == true)) if len(true) else float("nan")}
         out = {"score": found[self.metric_name], **found}
-        out |= {f"f1/{c}": float(s) for c, s in zip(self.targets, f1, strict=True)}
+        out |= {f"f1/{c}": float(s)  # classes in neither labels nor predictions: no F1
+                for c, s in zip(self.targets, f1, strict=True) if np.isfinite(s)}
         return out | {f"recall/{c}": float(s)  # classes absent from the labels: no recall
                       for c, s in zip(self.targets, recall, strict=True) if np.isfinite(s)}
 

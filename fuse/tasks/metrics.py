@@ -40,11 +40,12 @@ def confusion_matrix(pred: np.ndarray, true: np.ndarray, n_classes: int) -> np.n
 
 
 def f1_per_class(pred: np.ndarray, true: np.ndarray, n_classes: int) -> np.ndarray:
-    """(C,) F1 of each class; a class never predicted nor present scores 0 (as sklearn)."""
+    """(C,) F1 of each class; NaN for a class absent from both ``true`` and ``pred`` (it has
+    no F1); a class present in one of them and never right scores 0."""
     cm = confusion_matrix(pred, true, n_classes)
     tp = np.diag(cm).astype(np.float64)
     denom = 2 * tp + (cm.sum(axis=0) - tp) + (cm.sum(axis=1) - tp)
-    return np.divide(2 * tp, denom, out=np.zeros(n_classes), where=denom > 0)
+    return np.divide(2 * tp, denom, out=np.full(n_classes, np.nan), where=denom > 0)
 
 
 def recall_per_class(pred: np.ndarray, true: np.ndarray, n_classes: int) -> np.ndarray:
@@ -63,9 +64,12 @@ def uar(pred: np.ndarray, true: np.ndarray, n_classes: int) -> float:
 
 
 def macro_f1(pred: np.ndarray, true: np.ndarray, n_classes: int) -> float:
+    """Mean F1 over the classes present in ``true`` or ``pred`` (scikit-learn's
+    ``f1_score(average="macro")`` without ``labels=``, as the ABAW scripts call it): a class
+    absent from both does not count as 0."""
     if len(true) == 0:
         return float("nan")
-    return float(f1_per_class(pred, true, n_classes).mean())
+    return float(np.nanmean(f1_per_class(pred, true, n_classes)))
 
 
 def binary_f1(pred: np.ndarray, true: np.ndarray) -> float:

@@ -75,12 +75,14 @@ class ValenceArousal(RegressionTask):
 @TASKS.register("eri")
 class EmotionalReactionIntensity(RegressionTask):
     """Hume-Reaction per video: MSE on 7 intensities (+ ``aux_weight`` × CE on the argmax
-    emotion from extra logits, paper 001); mean Pearson over the emotions."""
+    emotion from extra logits, paper 001); mean Pearson over the emotions; outputs clipped to
+    the intensities' range [0, 1] by default (``post.clip``), as the submission needs."""
 
     name = "eri"
     level = "video"
     n_targets = 7
     smoothing = "none"
+    default_clip = (0.0, 1.0)
 
     @property
     def out_dim(self) -> int:

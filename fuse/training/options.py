@@ -85,6 +85,8 @@ def check_plan(cfg: FuseConfig, plan: RunPlan, task: Task) -> list[str]:
     from fuse.model.encoders import classic
 
     p = task.check_targets(plan.labels.targets)
+    if cfg.data.normalize == "group":
+        p += _check_groups(cfg, plan)
     name = cfg.model.encoder.name
     if classic.is_classic(name):
         p += classic.check(name, plan.labels.kind, cfg.model.pool, plan.level)
@@ -100,3 +102,27 @@ def check_plan(cfg: FuseConfig, plan: RunPlan, task: Task) -> list[str]:
             p.append(f"train.snapshot_targets: no window for {rest}; name them or give "
                      "train.snapshot_epochs for the rest")
     return p
+
+
+def _check_groups(cfg: FuseConfig, plan: RunPlan) -> list[str]:
+    """``data.normalize=group`` needs a real group (speaker, subject) for every video it
+    loads: one from ``labels.group_by``'s column, never the video standing in for itself
+    (one-row features of a one-video group would become constants)."""
+    from fuse.labels.splits import group_column
+
+    column = group_column(cfg.labels)
+    if column is None:
+        why = ("labels.group_by=video makes every video its own group"
+               if cfg.labels.group_by == "video" else "labels.group_by is not set")
+        return [f"data.normalize=group: {why}, so each video would be z-scored on its own "
+                "(one-row features become all zeros); set labels.group_by to the column of "
+                "speaker / subject ids, or use data.normalize=global"]
+    lacking = sorted(r.video for r in plan.requests if plan.labels.videos[r.video].group is None)
+    if not lacking:
+        return []
+    head = ", ".join(lacking[:10]) + (f" … and {len(lacking) - 10} more" if len(lacking) > 10
+                                      else "")
+    return [f"data.normalize=group: {len(lacking)} videos have no {column!r} value (e.g. test "
+            f"ids listed only in the partition): {head}; give every video its {column!r} (in "
+            f"the labels or a {column!r} column of labels.partition), or use "
+            "data.normalize=global"]

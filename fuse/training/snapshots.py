@@ -4,7 +4,10 @@ With ``labels.train_val_mix`` there is no validation split to pick a model, so t
 epochs ``train.snapshot_epochs = [first, last]`` are kept (``snapshots/epoch_NNN.pt``, EMA
 weights when enabled) and their post-processed outputs are combined with the ensemble
 combiners (``train.snapshot_combine``). Post-processing cannot be tuned: clip, plus smoothing
-only when ``post.windows`` names a single window; AU thresholds stay 0.5.
+only when ``post.windows`` names a single window; AU thresholds stay 0.5. ``train`` and the
+saved run (``fuse predict`` / ``fuse eval``) make these outputs with the same functions
+(:func:`snapshot_outputs`, :func:`combined_outputs`); without the snapshot weights
+(``train.keep_snapshots=false``) a run cannot be used to predict again.
 """
 
 from __future__ import annotations
@@ -125,6 +128,26 @@ def snapshot_outputs(model, task, batcher, planner, videos: dict[str, np.ndarray
                                                                  v, amp)]
                       for s, v in videos.items()}
     return out
+
+
+def combined_outputs(per_epoch: dict[int, dict[str, list]], task, cfg: TrainConfig
+                     ) -> tuple[dict[str, list[np.ndarray]], str, dict[str, list[int]] | None]:
+    """The run's outputs from its snapshots' outputs, as ``train`` makes them and ``predict`` /
+    ``eval`` remake them (one code path): the combiner of ``train.snapshot_combine``, each
+    target over its own window with ``snapshot_targets``. Returns the combined outputs per
+    split and video, the combiner's name and the per-target epochs (None: one window)."""
+    from fuse.experiments.ensemble import get_combiner
+
+    method = get_combiner(cfg.snapshot_combine, task.label_kind).name
+    per_target = target_windows(cfg, task.targets) if cfg.snapshot_targets else None
+    columns = [per_target[t] for t in task.targets] if per_target else None
+    return (combine_snapshots(per_epoch, task.label_kind, method, columns), method,
+            per_target)
+
+
+def missing_snapshots(root: Path, cfg: TrainConfig) -> list[int]:
+    """Epochs of the window whose snapshot weights are not in the run folder."""
+    return [e for e in window(cfg) if not checkpoint_path(root, e).is_file()]
 
 
 def combine_snapshots(per_epoch: dict[int, dict[str, list]], kind: str, method: str,
