@@ -12,6 +12,7 @@ from __future__ import annotations
 import hashlib
 import logging
 import os
+import threading
 from collections import OrderedDict
 from typing import TYPE_CHECKING, Any
 
@@ -36,6 +37,7 @@ class StageCache:
         self.misses = 0
         self._items: OrderedDict[tuple, StagedVideo] = OrderedDict()
         self._fingerprints: dict[tuple[str, str], str] = {}
+        self._lock = threading.Lock()  # videos are staged by several threads
 
     def key(self, sources: FeatureSources, specs: list[FeatureSpec], req: VideoRequest,
             level: str, grid: GridSpec, timing: FrameTiming | None,
@@ -57,6 +59,10 @@ class StageCache:
         return key in self._items
 
     def get(self, key: tuple) -> StagedVideo | None:
+        with self._lock:
+            return self._get(key)
+
+    def _get(self, key: tuple) -> StagedVideo | None:
         item = self._items.get(key)
         if item is None:
             self.misses += 1
@@ -66,6 +72,10 @@ class StageCache:
         return item
 
     def put(self, key: tuple, item: StagedVideo) -> None:
+        with self._lock:
+            self._put(key, item)
+
+    def _put(self, key: tuple, item: StagedVideo) -> None:
         size = item.nbytes
         if size > self.max_bytes:
             return

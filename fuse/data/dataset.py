@@ -7,15 +7,20 @@ row-index gather in memory, never a store call.
 
 from __future__ import annotations
 
+import concurrent.futures
+import functools
 import logging
+import os
 import time
 from dataclasses import dataclass
+from typing import Any
 
 import numpy as np
 
 from fuse.config import LabelConfig
 from fuse.data.align import ALIGNMENTS, DEFAULT_TOLERANCE, Aligned, Grid, recorded_step
 from fuse.data.cache import StageCache
+from fuse.data.cast import one_thread, put_f16
 from fuse.data.features import FeatureSources, FeatureSpec
 from fuse.data.fill import apply_fill
 from fuse.data.grid import (
@@ -112,7 +117,14 @@ class StagedVideo:
                    + self.times.nbytes)
 
 
-def load_fused(sources: FeatureSources, specs: list[FeatureSpec], requests: list[VideoRequest],
+def load_fused(*args: Any, **kwargs: Any) -> tuple[FusedData, Normalizer]:
+    """Read, align and pack videos (see :func:`_load_fused`), with torch's casts on one
+    thread."""
+    with one_thread():
+        return _load_fused(*args, **kwargs)
+
+
+def _load_fused(sources: FeatureSources, specs: list[FeatureSpec], requests: list[VideoRequest],
                *, level: str, grid: GridSpec, fill: str, timing: FrameTiming,
                normalizer: Normalizer | None = None,
                fit_splits: tuple[str, ...] = ("train",), normalize: str = "global",
@@ -134,10 +146,11 @@ def load_fused(sources: FeatureSources, specs: list[FeatureSpec], requests: list
         todo = [r.video for r in block if cache is None
                 or not cache.has(cache.key(sources, specs, r, level, grid, timing, tolerance))]
         sources.prefetch(todo)  # one bulk read per feature for the block
-        placed += [_stage(req, sources, specs, level, grid, timing, dims, cache, notes,
-                          tolerance, moments=cache is not None or by_group
-                          or (normalizer is None and req.split in fit_splits))
-                   for req in block]
+        placed += list(_pool().map(
+            lambda req: _stage(req, sources, specs, level, grid, timing, dims, cache, notes,
+                               tolerance, moments=cache is not None or by_group
+                               or (normalizer is None and req.split in fit_splits)),
+            block))
     notes.report()  # every video that cannot be placed, at once (raises); notes logged once
     staged = [st for st in placed if st is not None]
     groups = [r.group for r in requests]
@@ -176,7 +189,7 @@ def load_fused(sources: FeatureSources, specs: list[FeatureSpec], requests: list
             a: Aligned = st.aligned[name]
             z = normalizer.apply(name, a.values, groups[v])  # (N, D_f) float32
             apply_fill(z, a.valid, st.times, fill)
-            x[rows, cols[f] : cols[f + 1]] = z
+            put_f16(x[rows, cols[f] : cols[f + 1]], z)
             valid[rows, f] = a.valid
 
     data = FusedData(names, dims, level, [r.video for r in requests],
@@ -187,6 +200,14 @@ def load_fused(sources: FeatureSources, specs: list[FeatureSpec], requests: list
     log.info("loaded %d videos, %d steps, %d features (%d dims) in %.1f s", len(requests), total,
              len(names), x.shape[1], time.perf_counter() - started)
     return data, normalizer
+
+
+@functools.lru_cache(maxsize=1)
+def _pool() -> concurrent.futures.ThreadPoolExecutor:
+    """Threads that stage videos side by side (the casts, reads and numpy passes release the
+    GIL): one per core, up to four."""
+    return concurrent.futures.ThreadPoolExecutor(min(4, os.cpu_count() or 1),
+                                                 thread_name_prefix="fuse-stage")
 
 
 def _stage(req: VideoRequest, sources: FeatureSources, specs: list[FeatureSpec], level: str,

@@ -20,6 +20,7 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from extract.registry import Registry
+from fuse.data.cast import to_f32
 from fuse.errors import DataError
 
 log = logging.getLogger(__name__)
@@ -30,38 +31,49 @@ MIN_STD = 1e-6  # a constant column is divided by 1 instead
 
 @dataclass
 class Moments:
-    """Running count, sum and sum of squares of one feature's rows (float64)."""
+    """Count, mean and sum of squared deviations of one feature's rows (float64), combined
+    block by block with Chan's parallel formula: stable when the mean is large against the
+    spread, where sums of squares cancel."""
 
     dim: int
     count: int = 0
-    total: np.ndarray = field(init=False)
-    squares: np.ndarray = field(init=False)
+    mean: np.ndarray = field(init=False)
+    m2: np.ndarray = field(init=False)
 
     def __post_init__(self) -> None:
-        self.total = np.zeros(self.dim)
-        self.squares = np.zeros(self.dim)
+        self.mean = np.zeros(self.dim)
+        self.m2 = np.zeros(self.dim)
 
     def merge(self, other: Moments) -> None:
-        """Add another set of sums (of the same feature) to this one."""
-        self.count += other.count
-        self.total += other.total
-        self.squares += other.squares
+        """Add another set of moments (of the same feature) to this one."""
+        self._combine(other.count, other.mean, other.m2)
 
     def add(self, rows: np.ndarray) -> None:
-        """Accumulate ``rows`` (T, D) in blocks (no whole-array float64 copy)."""
+        """Accumulate ``rows`` (T, D) in blocks of ``BLOCK_ROWS``: each block's mean in
+        float64, its squared deviations from that mean in float32 (centred, so float32 keeps
+        its 7 digits), then combined in float64."""
         for start in range(0, len(rows), BLOCK_ROWS):
-            block = rows[start : start + BLOCK_ROWS].astype(np.float64)
-            self.total += block.sum(axis=0)
-            self.squares += np.square(block).sum(axis=0)
-        self.count += len(rows)
+            block = to_f32(rows[start : start + BLOCK_ROWS])  # (B, D)
+            if not len(block):
+                continue
+            mean = block.sum(axis=0, dtype=np.float64) / len(block)
+            dev = block - mean.astype(np.float32)
+            self._combine(len(block), mean, np.einsum("ij,ij->j", dev, dev).astype(np.float64))
+
+    def _combine(self, n: int, mean: np.ndarray, m2: np.ndarray) -> None:
+        if n == 0:
+            return
+        total = self.count + n
+        delta = mean - self.mean
+        self.mean = self.mean + delta * (n / total)
+        self.m2 = self.m2 + m2 + delta**2 * (self.count * n / total)
+        self.count = total
 
     def mean_std(self) -> tuple[np.ndarray, np.ndarray]:
         if self.count == 0:
             return np.zeros(self.dim), np.ones(self.dim)
-        mean = self.total / self.count
-        var = np.maximum(self.squares / self.count - mean**2, 0.0)
-        std = np.sqrt(var)
-        return mean, np.where(std < MIN_STD, 1.0, std)
+        std = np.sqrt(np.maximum(self.m2 / self.count, 0.0))
+        return self.mean.copy(), np.where(std < MIN_STD, 1.0, std)
 
 
 @dataclass
@@ -77,9 +89,12 @@ class Normalizer:
         return cls({n: s[0] for n, s in stats.items()}, {n: s[1] for n, s in stats.items()})
 
     def apply(self, name: str, values: np.ndarray, group: str | None = None) -> np.ndarray:
-        """(N, D) → z-scores as float32 (``group`` is ignored: one set of statistics)."""
-        return ((values.astype(np.float32) - self.mean[name].astype(np.float32))
-                / self.std[name].astype(np.float32))
+        """(N, D) → z-scores as a new float32 array (``group`` is ignored: one set of
+        statistics)."""
+        z = to_f32(values)
+        z -= self.mean[name].astype(np.float32)
+        z /= self.std[name].astype(np.float32)
+        return z
 
     def state_dict(self) -> dict:
         return {"mean": {k: v.tolist() for k, v in self.mean.items()},
