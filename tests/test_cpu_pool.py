@@ -241,7 +241,7 @@ def test_a_killed_cpu_worker_fails_only_its_video(tmp_path: Path, catalog: Path,
     root = tmp_path / "in"
     for i, n in enumerate((60, 40, 30)):
         write_video(root / f"v{i}.mp4", n, seed=i, no_face=(2,))
-    opts = dict(detector="test_center_hang", cpu_workers=2, span_frames=(128, 384))
+    opts = dict(detector="test_center_hang", cpu_workers=2, span_frames=(128, 256))
     ref = run(options(catalog, root, tmp_path / "ref.zarr", detector="test_center_hang"))
     assert ref.done == 3
     hang = tmp_path / "hang"
@@ -319,6 +319,16 @@ def test_cpu_worker_defaults_and_shares(tmp_path: Path, catalog: Path, inputs: P
     for bad in (-1, 1.5):
         with pytest.raises(ConfigError, match="--cpu-workers must be an integer >= 0"):
             resolve_features(options(catalog, inputs, tmp_path / "s", cpu_workers=bad))
+
+
+def test_rings_that_do_not_fit_in_shared_memory_are_refused(tmp_path: Path) -> None:
+    from extract.runner.feed import shared_memory_needed, shared_memory_problem
+
+    needed = shared_memory_needed(4, (112, 224), 32, SpanLimits(128, 256))
+    assert needed == 4 * 9 * 32 * (112 * 112 + 224 * 224) * 3  # 9 slots of 32 frames each
+    assert shared_memory_problem(needed, str(tmp_path)) is None  # 216 MiB fit
+    assert "--shm-size" in shared_memory_problem(1 << 60, str(tmp_path))
+    assert shared_memory_needed(4, (), 32, SpanLimits()) == 0  # no visual feature, no rings
 
 
 def scrfd_model(tmp_path: Path) -> Path:

@@ -70,6 +70,20 @@ def worker_configs(options: RunOptions, features: list[RunFeature], run_id: str,
                          **base) for i in range(n)]
 
 
+def check_shared_memory(options: RunOptions, features: list[RunFeature]) -> None:
+    """The CPU pool's crop rings fit in shared memory (else one line, before the store
+    changes)."""
+    from extract.runner.feed import shared_memory_needed, shared_memory_problem
+
+    sizes = tuple(f.spec.face_size for f in features
+                  if f.modality == "visual" and f.spec.face_size)
+    needed = shared_memory_needed(options.resolved_cpu_workers, sizes, options.batch_size,
+                                  SpanLimits(*options.span_frames))
+    problem = shared_memory_problem(needed) if needed else None
+    if problem:
+        raise ConfigError(f"cannot run: {problem}")
+
+
 def make_pool(options: RunOptions, configs: list[WorkerConfig]) -> Any:
     """The worker pool of ``options.backend``: local processes or Ray shards."""
     if options.backend == "ray":
@@ -176,6 +190,7 @@ def run(options: RunOptions) -> RunSummary:
     features = resolve_features(options)  # validates the options too
     if options.backend == "local":  # a Ray cluster's GPUs are not on this machine
         check_gpus(options.gpus)
+        check_shared_memory(options, features)
     found = find_inputs(options, features)
     items = found.items
     store = existing_store(options.store)

@@ -98,6 +98,34 @@ class PoolConfig:
     log_level: int = logging.WARNING
 
 
+def shared_memory_needed(cpu_workers: int, sizes: tuple[int, ...], batch_size: int,
+                         limits: SpanLimits) -> int:
+    """Bytes of shared memory the rings of ``cpu_workers`` CPU workers take (all workers)."""
+    if cpu_workers <= 0 or not sizes:
+        return 0
+    layout = RingLayout(limits.ring_slots(batch_size), batch_size, tuple(sorted(set(sizes))))
+    return cpu_workers * layout.nbytes
+
+
+def shared_memory_problem(needed: int, folder: str = "/dev/shm") -> str | None:
+    """Why rings of ``needed`` bytes do not fit in ``folder`` (None when they do, or when it
+    cannot be measured). Writing past a full tmpfs kills the process with SIGBUS, so this is
+    checked before the run starts."""
+    import os
+
+    try:
+        st = os.statvfs(folder)
+    except OSError:
+        return None
+    free = st.f_bavail * st.f_frsize
+    if needed <= free:
+        return None
+    mib = 1 << 20
+    return (f"the CPU pool's crop rings need {needed / mib:.0f} MiB of shared memory but "
+            f"{folder} has {free / mib:.0f} MiB free; give fewer --cpu-workers, a smaller "
+            "--batch-size, or more shared memory (docker run --shm-size=2g)")
+
+
 # ------------------------------------------------------------------------------ CPU workers
 class FeederHandle:
     """One CPU worker process as its compute worker sees it, with the ring it writes into."""

@@ -29,7 +29,7 @@ class RunOptions:
     #                      (None: the cores the GPU workers leave with --gpus, else 0: each
     #                      worker decodes and finds faces itself); see resolved_cpu_workers
     face_device: str = "cpu"  # cpu | cuda: where faces are detected (cuda: ONNX detectors)
-    span_frames: tuple[int, int] = (128, 384)  # the CPU pool cuts inputs into spans of this
+    span_frames: tuple[int, int] = (128, 256)  # the CPU pool cuts inputs into spans of this
     #                      many sampled frames (min, max; extract.runner.spans.SpanLimits)
     batch_size: int = 32  # frames per decode / face-detection batch (and backbone batch default)
     batch_sizes: dict[str, int] = field(default_factory=dict)  # feature → crops / windows per

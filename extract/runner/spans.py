@@ -45,7 +45,7 @@ class SpanLimits:
     key frame in it, so that the next one seeks close to its first frame)."""
 
     min_frames: int = 128
-    max_frames: int = 384
+    max_frames: int = 256
 
     def batches(self, batch_size: int) -> tuple[int, int]:
         """(fewest, most) frame batches per span."""
