@@ -148,7 +148,8 @@ def cpu_seconds(pids: list[int]) -> float | None:
 
 
 def pool_rate(clips: list[Path], warm: Path, workers: int, batch: int,
-              detector: str | None, timeout: float) -> dict[str, float]:
+              detector: str | None, timeout: float, face_device: str = "cpu"
+              ) -> dict[str, float]:
     """Frames/s of decode + faces through the CPU pool (consumer: release at once)."""
     from extract.ids import MediaItem
     from extract.media.sampling import Sampling
@@ -157,7 +158,7 @@ def pool_rate(clips: list[Path], warm: Path, workers: int, batch: int,
     from extract.runner.plan import Task
 
     frames = DecodeSettings(Sampling(), batch, 30.0, {"face": "visual"})
-    cfg = PoolConfig(workers, (112,), detector, "cpu", (), 0)
+    cfg = PoolConfig(workers, (112,), detector, face_device, (), 0)
     tasks: queue.Queue[Task | None] = queue.Queue()
     pool = PooledPrefetcher(cfg, frames)
 
@@ -212,7 +213,8 @@ def section_cpu_pool(args: argparse.Namespace, work: Path, budget: Budget,
             if budget.left() < 20:
                 report(f"  cpu pool: time budget spent after {len(runs)} runs")
                 break
-            r = pool_rate(clips, warm, n, args.batch, args.detector, min(300, budget.left()))
+            r = pool_rate(clips, warm, n, args.batch, args.detector, min(300, budget.left()),
+                          "cuda:0" if args.face_device == "cuda" else "cpu")
             rates[n].append(r["frames_per_s"])
             runs.append({"cpu_workers": n, "repeat": repeat, **r})
             cpu = (f", {r['cpu_ms_per_frame']:.1f} CPU ms/frame" if r["cpu_ms_per_frame"]
@@ -419,6 +421,8 @@ def cli_run(catalog: Path, inputs: Path, store: Path, cpu_workers: int, args: ar
            "--run-id", run_id]
     if args.detector:
         cmd += ["--detector", args.detector]
+    if args.face_device != "cpu":
+        cmd += ["--face-device", args.face_device]
     env = {**os.environ, "PYTHONPATH": os.pathsep.join(filter(None, [str(REPO),
                                                                      os.environ.get("PYTHONPATH")]))}
     t0 = time.perf_counter()
@@ -543,6 +547,8 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--repeats", type=int, default=None,
                     help="repeats of the CPU pool measurement (medians; default 2, 1 quick)")
     ap.add_argument("--detector", default=None, help="face detector (default: the runner's)")
+    ap.add_argument("--face-device", default="cpu", choices=("cpu", "cuda"),
+                    help="where the end-to-end run detects faces (cuda: an ONNX --detector)")
     ap.add_argument("--json", type=Path, default=Path("bench_gpu.json"),
                     help="where to write the results (default: bench_gpu.json)")
     ap.add_argument("--keep", type=Path, default=None, help="keep the inputs in this folder")

@@ -1,8 +1,10 @@
 """Test-only face detectors for the CPU pool (imported by workers via ``RunOptions.plugins``).
 
 * ``test_center_hang``: ``test_center`` (see ``runner_plugin``), except that its first call in
-  a CPU-pool process writes ``<$EXTRACT_TEST_FEEDER_HANG_DIR>/hang.pid`` (its pid) and sleeps,
-  so a test can kill that process in the middle of a span;
+  a CPU-pool process on frames whose top-left red value is within 3 of
+  ``$EXTRACT_TEST_FEEDER_HANG_RED`` (``media_utils.face_frame``'s background: 40 for seed 0)
+  writes ``<$EXTRACT_TEST_FEEDER_HANG_DIR>/hang.pid`` (its pid) and sleeps, so a test can kill
+  that process in the middle of one video's span;
 * ``test_center_tracked``: ``test_center`` with per-video state (it overrides ``reset``), so
   its videos are never split across CPU workers.
 """
@@ -20,12 +22,16 @@ import runner_plugin  # noqa: F401  (registers test_center)
 from extract.faces.detectors.base import DETECTORS, FaceDetections, register_detector
 
 FEEDER_HANG_ENV = "EXTRACT_TEST_FEEDER_HANG_DIR"
+HANG_RED_ENV = "EXTRACT_TEST_FEEDER_HANG_RED"
 
 
-def _hang_once_in_pool() -> None:
+def _hang_once_in_pool(frames: np.ndarray) -> None:
     folder = os.environ.get(FEEDER_HANG_ENV)
     if not folder or "-cpu" not in multiprocessing.current_process().name:
         return  # only CPU-pool processes hang
+    red = os.environ.get(HANG_RED_ENV)
+    if red is not None and abs(int(frames[0, 0, 0, 0]) - int(red)) > 3:
+        return
     try:
         fd = os.open(Path(folder) / "hang.pid", os.O_CREAT | os.O_EXCL | os.O_WRONLY)
     except FileExistsError:
@@ -42,7 +48,7 @@ if "test_center_hang" not in DETECTORS:
         """``test_center`` that hangs once in a CPU-pool process."""
 
         def detect(self, frames: np.ndarray) -> list[FaceDetections]:
-            _hang_once_in_pool()
+            _hang_once_in_pool(frames)
             return super().detect(frames)
 
 

@@ -247,6 +247,7 @@ def test_a_killed_cpu_worker_fails_only_its_video(tmp_path: Path, catalog: Path,
     hang = tmp_path / "hang"
     hang.mkdir()
     monkeypatch.setenv(pool_plugin.FEEDER_HANG_ENV, str(hang))
+    monkeypatch.setenv(pool_plugin.HANG_RED_ENV, "40")  # v0's frames (seed 0) only
     result: dict = {}
     thread = threading.Thread(target=lambda: result.update(summary=run(
         options(catalog, root, tmp_path / "s.zarr", **opts))))
