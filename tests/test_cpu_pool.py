@@ -84,7 +84,7 @@ def catalog(tmp_path_factory: pytest.TempPathFactory) -> Path:
 @pytest.fixture(scope="module")
 def inputs(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """A long video split into spans, short videos with and without faces or sound, a frame
-    folder with gaps and an unreadable image, an audio file, and broken inputs."""
+    folder with gaps and an unreadable image, audio files (one named .mp4), broken inputs."""
     root = tmp_path_factory.mktemp("pool_inputs")
     write_gop_video(root / "long.mp4", 150, no_face=(7, 8, 60, 61, 62, 149))
     write_video(root / "short.mp4", 30, no_face=(3, 4))
@@ -93,6 +93,7 @@ def inputs(tmp_path_factory: pytest.TempPathFactory) -> Path:
     write_garbage(root / "bad.mp4")
     truncate(write_video(root / "trunc.mkv", 100), 0.4)
     write_audio(root / "speech.wav", 1.0)
+    write_audio(root / "voice.mp4", 1.0)  # a video file without a video stream
     folder = write_image_folder(root / "imgs", 70, skip=(5, 33, 34))
     (folder / "00040.jpg").write_bytes((folder / "00040.jpg").read_bytes()[:200])  # truncated
     return root
@@ -191,7 +192,7 @@ def test_a_span_that_does_not_decode_as_indexed_is_refused(inputs: Path) -> None
 def test_pooled_run_writes_what_the_inline_run_writes(tmp_path: Path, catalog: Path,
                                                       inputs: Path) -> None:
     ref = run(options(catalog, inputs, tmp_path / "ref.zarr"))
-    assert (ref.done, ref.failed) == (6, 2)  # bad (open) and trunc (decode) fail
+    assert (ref.done, ref.failed) == (7, 2)  # bad (open) and trunc (decode) fail
     got = run(options(catalog, inputs, tmp_path / "pool.zarr", cpu_workers=2))
     assert (got.done, got.failed, got.not_applicable) == (ref.done, ref.failed,
                                                           ref.not_applicable)
