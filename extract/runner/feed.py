@@ -264,6 +264,9 @@ class PooledPrefetcher:
             self.thread.join(timeout=10)
         for h in self.handles:
             h.send(None)
+            if h.results is not None:  # a CPU worker blocked sending a batch stops at once
+                h.results.close()
+                h.results = None
         for h in self.handles:
             if h.process is not None:
                 h.process.join(timeout=5)
