@@ -209,6 +209,41 @@ def test_pooled_run_writes_what_the_inline_run_writes(tmp_path: Path, catalog: P
     assert_same_store(tmp_path / "ref2.zarr", tmp_path / "proc.zarr")
 
 
+def test_pooled_frame_folders_on_their_videos_clock(tmp_path: Path, catalog: Path,
+                                                   inputs: Path) -> None:
+    """Aff-Wild2 style: crops of some frames of long.mp4, one row per video frame."""
+    root = tmp_path / "crops"
+    write_image_folder(root / "long", 140, size=48, skip=(1, 2, 50, 51, 52, 90))
+    kw = dict(features=["meancolor"], videos=inputs)
+    ref = run(options(catalog, root, tmp_path / "ref.zarr", **kw))
+    got = run(options(catalog, root, tmp_path / "pool.zarr", cpu_workers=2, **kw))
+    assert ref.done == got.done == 1 and ref.frames == got.frames == 150
+    assert_same_store(tmp_path / "ref.zarr", tmp_path / "pool.zarr")
+    attrs = FeatureStore(tmp_path / "pool.zarr").read_video("meancolor", "long").attrs
+    assert attrs["frame_clock"] == "video" and attrs["source_frames"] == 150
+
+
+def test_pooled_runs_claim_and_release(tmp_path: Path, catalog: Path) -> None:
+    from extract.claims import ClaimBook, claim_key
+
+    root = tmp_path / "in"
+    for name in ("v1", "v2"):
+        write_video(root / f"{name}.mp4", 10)
+    store_path = tmp_path / "s.zarr"
+    FeatureStore(store_path, "a")
+    other = ClaimBook(store_path, "other-run")  # a live run on this host holding v1
+    held = other.try_claim(claim_key("meancolor", "v1"))
+    assert held is not None
+    opts = dict(features=["meancolor"], cpu_workers=1)
+    summary = run(options(catalog, root, store_path, **opts))
+    assert (summary.done, summary.busy, summary.failed) == (1, 1, 0)
+    held.release()
+    again = run(options(catalog, root, store_path, **opts))
+    assert (again.done, again.skipped, again.busy) == (1, 1, 0)
+    assert other.records() == []  # every claim released, the pooled runs' too
+    other.close()
+
+
 def test_a_split_video_that_does_not_seek_exactly_is_read_again(
         tmp_path: Path, catalog: Path, inputs: Path, monkeypatch: pytest.MonkeyPatch,
         caplog: pytest.LogCaptureFixture) -> None:
