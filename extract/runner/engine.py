@@ -75,6 +75,8 @@ def check_shared_memory(options: RunOptions, features: list[RunFeature]) -> None
     changes)."""
     from extract.runner.feed import shared_memory_needed, shared_memory_problem
 
+    if options.backend != "local":  # Ray workers decode themselves (no CPU pool)
+        return
     sizes = tuple(f.spec.face_size for f in features
                   if f.modality == "visual" and f.spec.face_size)
     needed = shared_memory_needed(options.resolved_cpu_workers, sizes, options.batch_size,
@@ -188,9 +190,9 @@ def run(options: RunOptions) -> RunSummary:
     quiet_downloads()
     import_plugins(options.plugins)
     features = resolve_features(options)  # validates the options too
+    check_shared_memory(options, features)
     if options.backend == "local":  # a Ray cluster's GPUs are not on this machine
         check_gpus(options.gpus)
-        check_shared_memory(options, features)
     found = find_inputs(options, features)
     items = found.items
     store = existing_store(options.store)
