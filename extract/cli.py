@@ -186,6 +186,17 @@ def run_cmd(
     gpus: Annotated[int, typer.Option(help="Use N GPUs: one worker process per GPU.")] = 0,
     workers: Annotated[int, typer.Option(help="CPU worker processes (when --gpus is 0); 0 "
                                          "runs in this process (debugging).")] = 1,
+    cpu_workers: Annotated[int | None, typer.Option(
+        "--cpu-workers", help="Processes that decode frames and find + align faces for the "
+        "workers, handing crops over in shared memory (shared among the --gpus / --workers "
+        "workers; long videos are split across them). Default: with --gpus N the cores the N "
+        "GPU workers leave; on CPU-only runs 0 (each --workers process decodes and finds "
+        "faces itself; give N to move that into N extra processes).")] = None,
+    face_device: Annotated[str, typer.Option(
+        "--face-device", help="Where faces are detected: cpu | cuda (an ONNX detector, scrfd "
+        "or retinaface with model_path=, on the worker's GPU; needs onnxruntime-gpu). cuda "
+        "enters visual features' fingerprints (the crops differ by float rounding); cpu "
+        "does not.")] = "cpu",
     batch_size: Annotated[list[str] | None, typer.Option(
         "--batch-size", help="B: frames per decode batch (default 32, also each backbone's "
         "batch); NAME=B: feature NAME's own batch (face crops per forward, gathered across "
@@ -270,7 +281,8 @@ def run_cmd(
         detector = join_detector(detector, detector_option or [])
         options = RunOptions(
             features=split_names(feature), input=input, store=str(store), gpus=gpus,
-            workers=workers, batch_size=batch, batch_sizes=batch_sizes, precision=precision,
+            workers=workers, cpu_workers=cpu_workers, face_device=face_device,
+            batch_size=batch, batch_sizes=batch_sizes, precision=precision,
             limit=limit, sample=sample, image_fps=image_fps, videos=videos,
             fps_table=fps_table, weights=parse_weights(weights or []),
             sets=parse_sets(set_ or []), catalog=catalog, detector=detector,

@@ -29,12 +29,11 @@ log = logging.getLogger(__name__)
 
 
 def default_providers() -> list[str]:
-    """CUDA first when this onnxruntime build has it, then CPU."""
-    import onnxruntime as ort
-
-    available = ort.get_available_providers()
-    wanted = ["CUDAExecutionProvider", "CPUExecutionProvider"]
-    return [p for p in wanted if p in available] or ["CPUExecutionProvider"]
+    """The CPU, even where this onnxruntime build has CUDA: detections on CUDA differ from the
+    CPU's by float rounding, which moves the crops' pixels, so the device is chosen on purpose
+    (``extract run --face-device cuda``, recorded in the features' configs) or with
+    ``providers=``, never silently by what happens to be installed."""
+    return ["CPUExecutionProvider"]
 
 
 def nms(boxes: np.ndarray, scores: np.ndarray, iou: float) -> np.ndarray:
@@ -82,7 +81,8 @@ class OnnxFaceDetector(FaceDetector):
 
     ``input_size`` (width, height) or one int is used when the model's input size is dynamic;
     ``threshold``: minimum face score (0..1); ``nms_iou``: overlap above which the lower-scored
-    box is dropped; ``providers``: onnxruntime providers (default: CUDA when present, else CPU).
+    box is dropped; ``providers``: onnxruntime providers, names or ``(name, options)`` pairs
+    (default: the CPU; see :func:`default_providers`).
     """
 
     requires: ClassVar[tuple[str, ...]] = ("onnxruntime", "cv2")

@@ -200,11 +200,9 @@ class VideoJob:
                         failure.stage, failure.message)
 
     def on_frames(self, batch: Any) -> None:
-        live = [f for f in self.visual if f not in self.failed]
-        self.result.frames += len(batch.frames)
-        self.frame_times.append(np.asarray(batch.times, dtype=np.float64))
-        if getattr(batch, "source", None):
-            self.frame_attrs = dict(batch.source)
+        """Decoded frames (a :class:`~extract.media.video.FrameBatch`): the face step runs
+        here, then the backbones get their crops."""
+        live = self._frames_seen(len(batch.frames), batch.times, getattr(batch, "source", None))
         if not live:
             return
         t0 = time.perf_counter()
@@ -218,16 +216,41 @@ class VideoJob:
             self.fail(live, "faces", exc)
             return
         self._time("faces", t0)
-        valid = np.asarray(faces.valid, dtype=bool)
-        if getattr(batch, "valid", None) is not None:  # frames without a readable image
-            valid = valid & np.asarray(batch.valid, dtype=bool)
+        self._faces_found(live, faces.crops, faces.valid, getattr(batch, "valid", None),
+                          batch.times)
+
+    def on_faces(self, found: Any) -> None:
+        """Frames whose faces a CPU worker already found and aligned
+        (:class:`extract.runner.feed.FaceFrames`): the backbones get their crops."""
+        live = self._frames_seen(found.count, found.times, found.source)
+        if not live:
+            return
+        if found.error is not None:
+            self.fail(live, "faces", found.error)
+            return
+        self.result.seconds["faces"] = self.result.seconds.get("faces", 0.0) + found.seconds
+        self._faces_found(live, found.crops, found.face_valid, found.valid, found.times)
+
+    def _frames_seen(self, count: int, times: np.ndarray, source: dict | None) -> list[str]:
+        """Count a batch of ``count`` frames at ``times``; the visual features still live."""
+        self.result.frames += count
+        self.frame_times.append(np.asarray(times, dtype=np.float64))
+        if source:
+            self.frame_attrs = dict(source)
+        return [f for f in self.visual if f not in self.failed]
+
+    def _faces_found(self, live: list[str], crops: dict[int, np.ndarray], face_valid: np.ndarray,
+                     frame_valid: np.ndarray | None, times: np.ndarray) -> None:
+        """Rows of one batch: a face and a readable frame make a valid row."""
+        valid = np.asarray(face_valid, dtype=bool)
+        if frame_valid is not None:  # frames without a readable image
+            valid = valid & np.asarray(frame_valid, dtype=bool)
         self.result.faces = (self.result.faces or 0) + int(valid.sum())
         for name in live:
             extractor = self.ctx.extractors[name]
             t0 = time.perf_counter()
             try:
-                self._visual_rows(extractor, faces.crops[extractor.spec.face_size], valid,
-                                  batch.times)
+                self._visual_rows(extractor, crops[extractor.spec.face_size], valid, times)
             except Exception as exc:
                 self.fail([name], "extract", exc)
             self._time(name, t0)

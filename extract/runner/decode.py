@@ -2,7 +2,9 @@
 
 Per task the stream is ``begin``, zero or more ``frames``, then ``audio`` (when audio features
 are asked for), with ``error`` events for what failed, and ``end``. The worker's compute loop
-consumes the stream while this thread already decodes the next batch or the next video.
+consumes the stream while this thread already decodes the next batch or the next video. With a
+CPU pool (``--cpu-workers``, :mod:`extract.runner.feed`) the same stream is made by other
+processes, and ``faces`` events (frames decoded, faces found and aligned) replace ``frames``.
 """
 
 from __future__ import annotations
@@ -27,11 +29,23 @@ log = logging.getLogger(__name__)
 class Event:
     """One step of a task's decode stream."""
 
-    kind: str  # begin | frames | audio | error | na | skip | end
+    kind: str  # begin | frames | faces | audio | error | na | skip | restart | end
     task: Task
-    payload: Any = None  # begin: claim | frames: FrameBatch | audio: Audio | error: Failure |
+    payload: Any = None  # begin: claim | frames: FrameBatch | faces: FaceFrames (frames
+    #                      decoded and faces found by a CPU worker, see runner.feed) |
+    #                      audio: Audio | error: Failure |
     #                      na: NotApplicable (no video / no audio stream) |
-    #                      skip: "done" / "busy" (another run finished or holds the video)
+    #                      skip: "done" / "busy" (another run finished or holds the video) |
+    #                      restart: why the video's rows so far are dropped (it is decoded
+    #                      again from its first frame)
+    release: Callable[[], None] | None = None  # called once the event is handled (frees the
+    #                      shared memory its payload points into)
+
+    def done(self) -> None:
+        """The consumer is finished with this event (its payload's buffers may be reused)."""
+        if self.release is not None:
+            release, self.release = self.release, None
+            release()
 
 
 @dataclass(frozen=True)
@@ -116,66 +130,95 @@ def claim_task(task: Task, s: DecodeSettings, claims: Any) -> tuple[Task, Any, s
     return replace(task, features=todo), vc, vc.status
 
 
+def start_task(task: Task, s: DecodeSettings, claims: Any = None
+               ) -> tuple[Task, list[Event], bool]:
+    """Claim ``task`` (with ``claims``) and open its input once: (the task with only the
+    features still to do, the events so far, whether decoding goes on). When it does not, the
+    events are complete (``begin``, ``skip`` or ``error``, ``end``)."""
+    claim = None
+    if claims is not None:
+        try:
+            task, claim, status = claim_task(task, s, claims)
+        except Exception as exc:
+            return task, [Event("begin", task),
+                          Event("error", task, Failure.of(task.video_id, list(task.features),
+                                                          "claim", exc, str(task.item.path))),
+                          Event("end", task)], False
+        if status != "claimed":
+            return task, [Event("begin", task), Event("skip", task, status),
+                          Event("end", task)], False
+    events = [Event("begin", task, claim)]
+    try:
+        open_check(task)
+    except Exception as exc:
+        events += [Event("error", task, Failure.of(task.video_id, list(task.features), "open",
+                                                   exc, str(task.item.path))),
+                   Event("end", task)]
+        return task, events, False
+    return task, events, True
+
+
+def features_of(task: Task, s: DecodeSettings, modality: str) -> list[str]:
+    """The task's features of one modality."""
+    return [f for f in task.features if s.modality[f] == modality]
+
+
+def frames_failed(task: Task, s: DecodeSettings, exc: BaseException) -> Event:
+    """The event of a frame source that raised: ``na`` for a file without a video stream
+    (its audio features still run), else a ``decode`` failure of every feature (a broken
+    video stream: the input is not trusted for its audio either)."""
+    item, visual = task.item, features_of(task, s, "visual")
+    if isinstance(exc, NoVideoStreamError):
+        return Event("na", task, NotApplicable(item.video_id, tuple(visual), str(exc),
+                                               str(item.path)))
+    audio = features_of(task, s, "audio")
+    return Event("error", task, Failure.of(item.video_id, visual + audio, "decode", exc,
+                                           str(item.path)))
+
+
+def audio_events(task: Task, s: DecodeSettings) -> list[Event]:
+    """The ``audio`` event of the task's audio features (one decode per sample rate asked
+    for), or why there is none (``na``: no audio stream; ``error``: stage "audio")."""
+    from extract.media.audio import TARGET_RATE, AudioTracks, read_audio
+
+    item, audio = task.item, features_of(task, s, "audio")
+    if not audio:
+        return []
+    try:
+        tracks = {}  # one decode per rate asked for: {rate or None (native): Audio}
+        for rate in dict.fromkeys(s.audio_rates.get(f, TARGET_RATE) for f in audio):
+            tracks[rate] = read_audio(item.path, rate)
+            check_audio_complete(item.path, tracks[rate])
+        return [Event("audio", task, AudioTracks(tracks))]
+    except NoAudioStreamError as exc:  # a silent video: its visual features still ran
+        return [Event("na", task, NotApplicable(item.video_id, tuple(audio), str(exc),
+                                                str(item.path)))]
+    except Exception as exc:
+        return [Event("error", task, Failure.of(item.video_id, audio, "audio", exc,
+                                                str(item.path)))]
+
+
 def decode_task(task: Task, s: DecodeSettings, claims: Any = None) -> Iterator[Event]:
     """The event stream of one task. Never raises: failures become ``error`` events.
 
     With ``claims`` (a :class:`extract.claims.ClaimBook`) the task's features are claimed
     first; a task that another run finished or holds yields ``begin``, ``skip``, ``end``.
     """
-    claim = None
-    if claims is not None:
-        try:
-            task, claim, status = claim_task(task, s, claims)
-        except Exception as exc:
-            yield Event("begin", task)
-            yield Event("error", task, Failure.of(task.video_id, list(task.features), "claim",
-                                                  exc, str(task.item.path)))
-            yield Event("end", task)
-            return
-        if status != "claimed":
-            yield Event("begin", task)
-            yield Event("skip", task, status)
-            yield Event("end", task)
-            return
-    yield Event("begin", task, claim)
-    item = task.item
-    visual = [f for f in task.features if s.modality[f] == "visual"]
-    audio = [f for f in task.features if s.modality[f] == "audio"]
-    try:
-        open_check(task)
-    except Exception as exc:
-        yield Event("error", task, Failure.of(item.video_id, list(task.features), "open", exc,
-                                              str(item.path)))
-        yield Event("end", task)
+    task, events, go_on = start_task(task, s, claims)
+    yield from events
+    if not go_on:
         return
-    if visual:
+    if features_of(task, s, "visual"):
         try:
-            for batch in FRAME_SOURCES[item.kind](item.path, s):
+            for batch in FRAME_SOURCES[task.item.kind](task.item.path, s):
                 yield Event("frames", task, batch)
-        except NoVideoStreamError as exc:  # an audio-only file: its audio features still run
-            yield Event("na", task, NotApplicable(item.video_id, tuple(visual), str(exc),
-                                                  str(item.path)))
         except Exception as exc:
-            # A broken video stream: the input is not trusted for its audio either.
-            yield Event("error", task, Failure.of(item.video_id, visual + audio, "decode", exc,
-                                                  str(item.path)))
-            yield Event("end", task)
-            return
-    if audio:
-        from extract.media.audio import TARGET_RATE, AudioTracks, read_audio
-
-        try:
-            tracks = {}  # one decode per rate asked for: {rate or None (native): Audio}
-            for rate in dict.fromkeys(s.audio_rates.get(f, TARGET_RATE) for f in audio):
-                tracks[rate] = read_audio(item.path, rate)
-                check_audio_complete(item.path, tracks[rate])
-            yield Event("audio", task, AudioTracks(tracks))
-        except NoAudioStreamError as exc:  # a silent video: its visual features still ran
-            yield Event("na", task, NotApplicable(item.video_id, tuple(audio), str(exc),
-                                                  str(item.path)))
-        except Exception as exc:
-            yield Event("error", task, Failure.of(item.video_id, audio, "audio", exc,
-                                                  str(item.path)))
+            event = frames_failed(task, s, exc)
+            yield event
+            if event.kind == "error":
+                yield Event("end", task)
+                return
+    yield from audio_events(task, s)
     yield Event("end", task)
 
 
@@ -209,6 +252,10 @@ class Prefetcher:
         except BaseException as exc:  # noqa: BLE001 — handed to the compute loop, which re-raises
             self.queue.put(exc)
         self.queue.put(STOP)
+
+    def close(self) -> None:
+        """Nothing to stop: the thread ends when the task source says there is no more work."""
+        return None
 
     def events(self) -> Iterator[Event]:
         """Events in order until the task source is exhausted."""

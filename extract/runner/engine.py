@@ -29,6 +29,7 @@ from extract.runner.features import (
 from extract.runner.options import RunOptions
 from extract.runner.plan import Plan, input_kinds, make_plan
 from extract.runner.records import RunRecords, new_run_id
+from extract.runner.spans import SpanLimits
 from extract.runner.stats import MAX_IGNORED_LISTED, FeatureStats, RunStats, RunSummary
 from extract.runner.worker import WorkerConfig
 from extract.store import FeatureStore
@@ -36,27 +37,53 @@ from extract.store import FeatureStore
 log = logging.getLogger(__name__)
 
 
+def share(total: int, parts: int) -> list[int]:
+    """``total`` split into ``parts`` near-equal shares (the first ones get the remainder)."""
+    return [total // parts + (1 if i < total % parts else 0) for i in range(parts)]
+
+
 def worker_configs(options: RunOptions, features: list[RunFeature], run_id: str,
                    preloaded: dict[str, Any] | None = None) -> list[WorkerConfig]:
     """One config per worker: ``cuda:i`` per GPU, else CPU processes sharing the cores
-    (``preloaded`` extractors go to an in-process worker only)."""
+    (``preloaded`` extractors go to an in-process worker only). The ``--cpu-workers`` are
+    shared among the workers (Ray workers decode themselves: their CPUs are Ray's to count)."""
     cores = os.cpu_count() or 1
     n = options.num_workers
+    cpu = 0 if options.backend == "ray" else options.resolved_cpu_workers
+    pools = share(cpu, max(1, n))
     base = dict(specs=[f.spec for f in features], store=options.store, run_id=run_id,
                 sample=options.sample, image_fps=float(options.image_fps),
                 batch_size=options.batch_size, detector=options.detector,
                 plugins=list(options.plugins), claims=options.claims,
                 precision=options.resolved_precision,
-                image_clock=options.image_clock,
+                image_clock=options.image_clock, face_device=options.face_device,
+                spans=SpanLimits(*options.span_frames),
                 log_level=logging.getLogger().getEffectiveLevel())
     if options.gpus > 0:
         return [WorkerConfig(index=i, device=f"cuda:{i}", torch_threads=max(1, cores // n),
-                             **base) for i in range(n)]
+                             cpu_workers=pools[i], **base) for i in range(n)]
     if n == 0:
         return [WorkerConfig(index=0, device="cpu", torch_threads=None, in_process=True,
-                             preloaded=preloaded or None, **base)]
-    return [WorkerConfig(index=i, device="cpu", torch_threads=max(1, cores // n), **base)
-            for i in range(n)]
+                             preloaded=preloaded or None, cpu_workers=pools[0], **base)]
+    threads = max(1, (cores - cpu) // n)  # the CPU pool's processes take their share of cores
+    return [WorkerConfig(index=i, device="cpu", torch_threads=threads, cpu_workers=pools[i],
+                         **base) for i in range(n)]
+
+
+def check_shared_memory(options: RunOptions, features: list[RunFeature]) -> None:
+    """The CPU pool's crop rings fit in shared memory (else one line, before the store
+    changes)."""
+    from extract.runner.feed import shared_memory_needed, shared_memory_problem
+
+    if options.backend != "local":  # Ray workers decode themselves (no CPU pool)
+        return
+    sizes = tuple(f.spec.face_size for f in features
+                  if f.modality == "visual" and f.spec.face_size)
+    needed = shared_memory_needed(options.resolved_cpu_workers, sizes, options.batch_size,
+                                  SpanLimits(*options.span_frames))
+    problem = shared_memory_problem(needed) if needed else None
+    if problem:
+        raise ConfigError(f"cannot run: {problem}")
 
 
 def make_pool(options: RunOptions, configs: list[WorkerConfig]) -> Any:
@@ -163,6 +190,7 @@ def run(options: RunOptions) -> RunSummary:
     quiet_downloads()
     import_plugins(options.plugins)
     features = resolve_features(options)  # validates the options too
+    check_shared_memory(options, features)
     if options.backend == "local":  # a Ray cluster's GPUs are not on this machine
         check_gpus(options.gpus)
     else:  # connect, check the cluster's GPUs / CPUs, absolute paths: before the store changes

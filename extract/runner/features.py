@@ -168,7 +168,7 @@ def frame_config(spec: FeatureSpec, options: RunOptions,
     if spec.modality == "visual" and faces is not None and spec.face_size:
         from extract.runner.faces import faces_config
 
-        out["faces"] = faces_config(faces, spec.face_size)
+        out["faces"] = faces_config(faces, spec.face_size, options.face_device)
     return json.loads(json.dumps(out))
 
 

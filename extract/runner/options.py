@@ -25,6 +25,12 @@ class RunOptions:
     store: str  # feature store path (created when absent)
     gpus: int = 0  # N > 0: N worker processes, worker i on cuda:i
     workers: int = 1  # CPU worker processes when gpus == 0; 0 runs in this process
+    cpu_workers: int | None = None  # processes that decode and find faces for the workers
+    #                      (None: the cores the GPU workers leave with --gpus, else 0: each
+    #                      worker decodes and finds faces itself); see resolved_cpu_workers
+    face_device: str = "cpu"  # cpu | cuda: where faces are detected (cuda: ONNX detectors)
+    span_frames: tuple[int, int] = (128, 256)  # the CPU pool cuts inputs into spans of this
+    #                      many sampled frames (min, max; extract.runner.spans.SpanLimits)
     batch_size: int = 32  # frames per decode / face-detection batch (and backbone batch default)
     batch_sizes: dict[str, int] = field(default_factory=dict)  # feature → crops / windows per
     #                      forward (--batch-size NAME=B; sets the feature's options.batch_size)
@@ -78,6 +84,17 @@ class RunOptions:
                                   tuple(sorted(table.items())))
 
     @property
+    def resolved_cpu_workers(self) -> int:
+        """``cpu_workers``, else the default: with ``--gpus N`` the cores not used by the N GPU
+        workers (``os.cpu_count() - N``), on CPU-only runs 0 (the ``--workers`` processes
+        decode and find faces themselves, sharing the cores with their backbones)."""
+        if self.cpu_workers is not None:
+            return self.cpu_workers
+        if self.gpus > 0:
+            return max(0, (os.cpu_count() or 1) - self.gpus)
+        return 0
+
+    @property
     def num_workers(self) -> int:
         """Worker count: one per GPU, else ``workers`` (0 = in-process)."""
         return self.gpus if self.gpus > 0 else self.workers
@@ -97,6 +114,19 @@ class RunOptions:
                                  ("batch-size", self.batch_size, 1)):
             if not isinstance(value, int) or value < low:
                 problems.append(f"--{name} must be an integer >= {low}, got {value!r}")
+        if self.cpu_workers is not None and (not isinstance(self.cpu_workers, int)
+                                             or isinstance(self.cpu_workers, bool)
+                                             or self.cpu_workers < 0):
+            problems.append(f"--cpu-workers must be an integer >= 0, got {self.cpu_workers!r}")
+        from extract.runner.faces import face_device_problem
+
+        problem = face_device_problem(self.detector, self.face_device)
+        if problem:
+            problems.append(problem)
+        low, high = (tuple(self.span_frames) + (0, 0))[:2]
+        if not (isinstance(low, int) and isinstance(high, int) and 1 <= low <= high):
+            problems.append(f"span_frames must be (min, max) with 1 <= min <= max, got "
+                            f"{self.span_frames!r}")
         if self.limit is not None and (not isinstance(self.limit, int) or self.limit < 1):
             problems.append(f"--limit must be a positive integer, got {self.limit!r}")
         from extract.extractors.base import PRECISIONS
@@ -156,6 +186,7 @@ class RunOptions:
     def to_dict(self) -> dict[str, Any]:
         out = asdict(self)
         out["precision"] = self.resolved_precision
+        out["cpu_workers"] = self.resolved_cpu_workers
         out["input"] = str(self.input)
         out["catalog"] = str(self.catalog) if self.catalog else None
         out["videos"] = str(self.videos) if self.videos else None

@@ -1,10 +1,12 @@
 """The parent side: start workers, feed them tasks longest first, survive their deaths.
 
 Each worker has its own pair of pipes (a crashed worker cannot wedge a shared queue), and at
-most ``depth`` tasks handed out (one computing, the next being decoded): dynamic sharding, so
-a worker that finishes early takes the next longest task. When a worker dies (crash, OOM
-kill, SIGKILL), the video it was computing is recorded as failed at stage "worker", the tasks
-it had not started go back to the front of the queue, and a replacement worker is started.
+most ``depth`` tasks handed out (one computing, the next being decoded; a worker with a CPU
+pool takes as many more as it has CPU processes, so that each can read a short video ahead):
+dynamic sharding, so a worker that finishes early takes the next longest task. When a worker
+dies (crash, OOM kill, SIGKILL), the video it was computing is recorded as failed at stage
+"worker", the tasks it had not started go back to the front of the queue, and a replacement
+worker is started.
 When the sink says stop (the store's disk is full), no more tasks are handed out: the ones
 already handed out finish, the rest are reported as not started.
 """
@@ -99,8 +101,11 @@ class Pool:
         else:
             task_r, task_w = self.ctx.Pipe(duplex=False)
             res_r, res_w = self.ctx.Pipe(duplex=False)
+            # A worker with a CPU pool starts processes of its own, which a daemonic process
+            # may not; it is stopped by _stop_all and its CPU workers stop with it.
             runner = self.ctx.Process(target=worker_main, args=(cfg, task_r, res_w),
-                                      name=f"extract-worker{cfg.index}", daemon=True)
+                                      name=f"extract-worker{cfg.index}",
+                                      daemon=cfg.feeders == 0)
             runner.start()
             task_r.close()  # the child holds these ends; closing ours makes its death an EOF
             res_w.close()
@@ -169,7 +174,8 @@ class Pool:
 
     def _feed(self, live: list[Handle], pending: deque[Task]) -> None:
         for h in live:
-            while h.ready and pending and len(h.assigned) < self.depth:
+            depth = max(self.depth, h.cfg.task_depth)
+            while h.ready and pending and len(h.assigned) < depth:
                 task = pending.popleft()
                 try:
                     h.tasks.send(task)
