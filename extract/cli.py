@@ -7,7 +7,6 @@ answers at once.
 from __future__ import annotations
 
 import contextlib
-import errno
 import json
 import logging
 import sys
@@ -56,30 +55,11 @@ CatalogOpt = Annotated[Path | None, typer.Option("--catalog", help="Feature cata
 
 _DEBUG = {"on": False}  # --debug: tracebacks instead of one-line errors
 
-#: What to do about an OS error, by errno.
-_OS_HINTS = {
-    errno.ENOSPC: "free some space and re-run (finished videos are kept)",
-    errno.EDQUOT: "the disk quota is used up; free some space and re-run",
-    errno.EROFS: "pass a --store on a writable file system",
-    errno.EACCES: "check the permissions (or pass a --store you can write to)",
-    errno.EPERM: "check the permissions (or pass a --store you can write to)",
-    errno.ENAMETOOLONG: "a file name is too long for this file system",
-}
-
-
-def os_error_line(exc: OSError) -> str:
-    """One line for an OS error: what failed, on which file, and what to do."""
-    what = exc.strerror or str(exc)
-    where = f": {exc.filename}" if exc.filename else ""
-    hint = _OS_HINTS.get(exc.errno or 0)
-    return f"{what}{where}" + (f"; {hint}" if hint else "")
-
-
 @contextlib.contextmanager
 def _errors() -> Iterator[None]:
     """One red line instead of a traceback (``--debug`` shows the traceback): the package's own
     errors exit 2, OS errors (disk full, permissions) and anything unexpected exit 1."""
-    from extract.errors import ExtractError
+    from extract.errors import ExtractError, os_error_line, unexpected_line
 
     try:
         yield
@@ -99,9 +79,8 @@ def _errors() -> Iterator[None]:
     except Exception as exc:
         if _DEBUG["on"]:
             raise
-        first = next((ln.strip() for ln in str(exc).splitlines() if ln.strip()), "")
-        _err().print(f"[red]error:[/red] {escape(type(exc).__name__)}: {escape(first)} (run "
-                     "with --debug for the traceback)", highlight=False, soft_wrap=True)
+        _err().print(f"[red]error:[/red] {escape(unexpected_line(exc))}", highlight=False,
+                     soft_wrap=True)
         raise typer.Exit(1) from None
 
 

@@ -366,7 +366,7 @@ def _guard(call):
     traceback): config problems and a feature that differs from the run's exit 2, the rest 1."""
     from rich.markup import escape
 
-    from extract.errors import ExtractError
+    from extract.errors import ExtractError, os_error_line, unexpected_line
     from fuse.errors import ConfigError, FeatureMismatchError
 
     try:
@@ -387,19 +387,11 @@ def _guard(call):
             raise
         _console().print(f"[red]error:[/red] {escape(str(exc))}", soft_wrap=True)
         raise typer.Exit(1) from None
-    except OSError as exc:
+    except Exception as exc:  # disk full, permissions (OSError); or nobody planned for it
         if _DEBUG["on"]:
             raise
-        where = f": {exc.filename}" if exc.filename else ""
-        _console().print(f"[red]error:[/red] {escape((exc.strerror or str(exc)) + where)}",
-                         soft_wrap=True)
-        raise typer.Exit(1) from None
-    except Exception as exc:
-        if _DEBUG["on"]:
-            raise
-        first = next((ln.strip() for ln in str(exc).splitlines() if ln.strip()), "")
-        _console().print(f"[red]error:[/red] {escape(type(exc).__name__)}: {escape(first)} "
-                         "(run with --debug for the traceback)", soft_wrap=True)
+        line = os_error_line(exc) if isinstance(exc, OSError) else unexpected_line(exc)
+        _console().print(f"[red]error:[/red] {escape(line)}", soft_wrap=True)
         raise typer.Exit(1) from None
 
 

@@ -161,11 +161,12 @@ def files_by_video(source: Path, suffixes: tuple[str, ...]) -> list[tuple[str, P
     found: list[tuple[str, Path]] = []
     for folder, dirs, names in os.walk(source):  # os.walk: fast on 100k-file folders
         dirs.sort()
-        rel = Path(folder).relative_to(source).as_posix()
+        base = Path(folder)
+        rel = base.relative_to(source).as_posix()
         for name in names:
             stem, dot, ext = name.rpartition(".")
             if dot and f".{ext.lower()}" in suffixes and not name.startswith(("_", ".")):
-                found.append((stem if rel == "." else f"{rel}/{stem}", Path(folder, name)))
+                found.append((stem if rel == "." else f"{rel}/{stem}", base / name))
     if not found:
         raise ImportFormatError(f"no {'/'.join(suffixes)} files under {source}")
     return sorted(found)

@@ -11,6 +11,7 @@ from extract.store.common import (
     VerifyReport,
     check_name,
     fingerprint,
+    gc_paused,
     package_versions,
     regular_time,
     row_rate,
@@ -20,5 +21,5 @@ from extract.store.fs import is_url
 from extract.store.layout import RUNS_GROUP, STORE_FORMAT
 
 __all__ = ["RUNS_GROUP", "STORE_FORMAT", "FeatureArray", "FeatureInfo", "FeatureStore",
-           "VerifyReport", "check_name", "fingerprint", "is_url", "open_store",
+           "VerifyReport", "check_name", "fingerprint", "gc_paused", "is_url", "open_store",
            "package_versions", "regular_time", "row_rate"]

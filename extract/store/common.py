@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
+import contextlib
 import functools
+import gc
 import hashlib
 import json
 import time
-from collections.abc import Mapping
+from collections.abc import Iterator, Mapping
 from dataclasses import dataclass, field
 from importlib import metadata
 from typing import Any
@@ -18,6 +20,23 @@ from extract.errors import StoreError
 _VERSION_PACKAGES = ("affect-feature-store", "numpy", "torch", "transformers", "zarr", "av",
                      "opensmile", "opencv-python-headless", "mediapipe", "onnxruntime",
                      "dlib-bin", "pillow")
+
+
+@contextlib.contextmanager
+def gc_paused() -> Iterator[None]:
+    """Pause the cyclic garbage collector while building many small objects at once.
+
+    Loading an index of 200k videos or listing 200k input files otherwise triggers repeated
+    full collections that walk every object made so far (measured: 2x slower). Reference
+    counting still frees everything; only cycle detection waits until the block ends.
+    """
+    was = gc.isenabled()
+    gc.disable()
+    try:
+        yield
+    finally:
+        if was:
+            gc.enable()
 
 
 def fingerprint(obj: Mapping[str, Any]) -> str:

@@ -24,6 +24,7 @@ import logging
 from dataclasses import dataclass, field
 from typing import Any
 
+from extract.store.common import gc_paused
 from extract.store.fs import Files
 from extract.store.layout import INDEX, PackLayout
 
@@ -32,7 +33,7 @@ log = logging.getLogger(__name__)
 JOURNAL_SUFFIX = ".jsonl"
 
 
-@dataclass
+@dataclass(slots=True)
 class Entry:
     """One committed video: where its rows are, their checksums and its attributes."""
 
@@ -119,6 +120,10 @@ class FeatureIndex:
     def refresh(self) -> None:
         """Read the journals' new complete lines and apply them."""
         sizes = self.files.sizes(self.folder)
+        with gc_paused():
+            self._read_new(sizes)
+
+    def _read_new(self, sizes: dict[str, int]) -> None:
         for name in sorted(sizes):
             if not name.endswith(JOURNAL_SUFFIX) or sizes[name] <= self.offsets.get(name, 0):
                 continue
