@@ -4,9 +4,10 @@
                              [--max-frames 8000] [--dir /tmp/store_io]
 
 For each width D it writes the same float16 (T, D) arrays (T drawn in [min, max]) once with
-``FeatureStore.write_video`` and once with ``np.save``, then reads them all back with
-``FeatureStore.read_video`` and ``np.load`` (data, times and mask both ways). Writes alternate
-A and B per repeat (after an ``os.sync``), reads alternate per video, and the median of the
+``FeatureStore.write_video`` and with ``np.save`` twice: as is, and with an ``fsync`` of each
+file (the store makes every committed video durable before it counts). It then reads them all
+back with ``FeatureStore.read_video`` and ``np.load`` (data, times and mask both ways). Writes
+take turns per repeat (after an ``os.sync``), reads alternate per video, and the median of the
 repeats is reported: the machine is noisy. Reads come from the page cache (warm), which
 is what a training loop sees after the first epoch. Ratios > 1 mean the store is faster.
 """
@@ -47,15 +48,24 @@ def write_store(path: Path, arrays: list[np.ndarray]) -> float:
     return time.perf_counter() - start
 
 
-def write_npy(path: Path, arrays: list[np.ndarray]) -> float:
+def write_npy(path: Path, arrays: list[np.ndarray], durable: bool = False) -> float:
+    """``np.save`` of data, times and mask per video; ``durable``: each file fsynced."""
     if path.exists():
         shutil.rmtree(path)
     path.mkdir(parents=True)
+
+    def save(file: Path, a: np.ndarray) -> None:
+        with file.open("wb") as fh:
+            np.save(fh, a)
+            if durable:
+                fh.flush()
+                os.fsync(fh.fileno())
+
     start = time.perf_counter()
     for i, a in enumerate(arrays):
-        np.save(path / f"video_{i:03d}.npy", a)
-        np.save(path / f"video_{i:03d}.time.npy", np.arange(len(a)) * 0.04)
-        np.save(path / f"video_{i:03d}.mask.npy", np.ones(len(a), bool))
+        save(path / f"video_{i:03d}.npy", a)
+        save(path / f"video_{i:03d}.time.npy", np.arange(len(a)) * 0.04)
+        save(path / f"video_{i:03d}.mask.npy", np.ones(len(a), bool))
     return time.perf_counter() - start
 
 
@@ -89,10 +99,12 @@ def read_both(store_path: Path, npy_path: Path, n: int) -> tuple[float, float]:
 def bench(dim: int, args: argparse.Namespace, root: Path) -> dict[str, float]:
     arrays = make_data(args.videos, dim, args.min_frames, args.max_frames)
     nbytes = sum(a.nbytes for a in arrays)
-    w_store, w_npy, r_store, r_npy = [], [], [], []
+    w_store, w_npy, w_sync, r_store, r_npy = [], [], [], [], []
     for _ in range(args.repeats):
         os.sync()
         w_store.append(write_store(root / f"s{dim}.zarr", arrays))
+        os.sync()
+        w_sync.append(write_npy(root / f"npy{dim}", arrays, durable=True))
         os.sync()
         w_npy.append(write_npy(root / f"npy{dim}", arrays))
     os.sync()  # let write-back finish before timing reads
@@ -102,12 +114,15 @@ def bench(dim: int, args: argparse.Namespace, root: Path) -> dict[str, float]:
         r_store.append(a)
         r_npy.append(b)
     med = {k: statistics.median(v) for k, v in
-           (("w_store", w_store), ("w_npy", w_npy), ("r_store", r_store), ("r_npy", r_npy))}
+           (("w_store", w_store), ("w_npy", w_npy), ("w_sync", w_sync), ("r_store", r_store),
+            ("r_npy", r_npy))}
     gb = nbytes / 1e9
     return {"dim": dim, "GB": gb, "read_store_GBps": gb / med["r_store"],
             "read_npy_GBps": gb / med["r_npy"], "read_ratio": med["r_npy"] / med["r_store"],
             "write_store_GBps": gb / med["w_store"], "write_npy_GBps": gb / med["w_npy"],
-            "write_ratio": med["w_npy"] / med["w_store"]}
+            "write_ratio": med["w_npy"] / med["w_store"],
+            "write_sync_GBps": gb / med["w_sync"],
+            "write_sync_ratio": med["w_sync"] / med["w_store"]}
 
 
 def main() -> None:
@@ -124,14 +139,15 @@ def main() -> None:
     print(f"{args.videos} videos x {args.min_frames}-{args.max_frames} frames, float16, "
           f"median of {args.repeats}; scratch {root}")
     print(f"{'D':>5} {'GB':>6} | {'read store':>10} {'np.load':>8} {'ratio':>6} | "
-          f"{'write store':>11} {'np.save':>8} {'ratio':>6}   (GB/s)")
+          f"{'write store':>11} {'np.save':>8} {'ratio':>6} | {'+fsync':>7} {'ratio':>6}   (GB/s)")
     try:
         for dim in (int(d) for d in args.dims.split(",")):
             r = bench(dim, args, root)
             print(f"{r['dim']:>5} {r['GB']:>6.2f} | {r['read_store_GBps']:>10.2f} "
                   f"{r['read_npy_GBps']:>8.2f} {r['read_ratio']:>6.2f} | "
                   f"{r['write_store_GBps']:>11.2f} {r['write_npy_GBps']:>8.2f} "
-                  f"{r['write_ratio']:>6.2f}", flush=True)
+                  f"{r['write_ratio']:>6.2f} | {r['write_sync_GBps']:>7.2f} "
+                  f"{r['write_sync_ratio']:>6.2f}", flush=True)
     finally:
         if args.dir is None:
             shutil.rmtree(root, ignore_errors=True)

@@ -553,3 +553,57 @@ def test_bulk_read_does_not_need_chunks_only_removed_videos_used(tmp_path: Path)
     (path / "feat" / "packs" / e.pack / "data" / "c" / str(index) / "0").unlink()  # v4's
     got = open_store(path).read_videos("feat")
     assert [fa.video for fa in got] == [v for v in rows if v != "v4"]
+
+
+def test_verify_fix_then_extract_run_redoes_exactly_the_damaged_videos(tmp_path: Path) -> None:
+    """The done-when path end to end: `extract run`, a deleted chunk and a video's bytes
+    zeroed, `extract verify` (exit 1), `--fix`, `extract run` again: only the damaged videos
+    are extracted again and every array equals what the first runs wrote."""
+    from media_utils import write_audio
+
+    store_path, first, second = tmp_path / "s.zarr", tmp_path / "in1", tmp_path / "in2"
+    for i in range(3):
+        write_audio(first / f"a{i}.wav", seconds=1.0, rate=16000, channels=1, seed=i)
+        write_audio(second / f"b{i}.wav", seconds=1.0, rate=16000, channels=1, seed=10 + i)
+
+    def extract_run(inputs: Path, run_id: str) -> set[str]:
+        out = subprocess.run([sys.executable, "-m", "extract", "run", "-f", "fbank", "-i",
+                              str(inputs), "--store", str(store_path), "--workers", "0",
+                              "--no-progress", "--run-id", run_id],
+                             capture_output=True, text=True, cwd=REPO)
+        assert out.returncode == 0, out.stdout + out.stderr
+        written = store_path / "_runs" / run_id / "written.jsonl"
+        lines = written.read_text().splitlines() if written.exists() else []
+        return {json.loads(line)["video"] for line in lines}
+
+    assert extract_run(first, "r1") == {"a0", "a1", "a2"}
+    assert extract_run(second, "r2") == {"b0", "b1", "b2"}  # a second pack
+    store = open_store(store_path)
+    before = {fa.video: fa for fa in store.read_videos("fbank")}
+    a1, b0 = store.entry("fbank", "a1"), store.entry("fbank", "b0")
+    assert a1.pack != b0.pack
+    packs = store_path / "fbank" / "packs"
+    spec = store.layout("fbank", a1.pack).array("data")
+    row_bytes = spec.row_bytes
+    assert a1.start + a1.rows <= spec.chunk_rows
+    (packs / b0.pack / "data" / spec.chunk_key(0)).unlink()  # every b video lives in it
+    chunk = packs / a1.pack / "data" / spec.chunk_key(0)
+    raw = bytearray(chunk.read_bytes())
+    raw[a1.start * row_bytes:(a1.start + a1.rows) * row_bytes] = bytes(a1.rows * row_bytes)
+    chunk.write_bytes(bytes(raw))
+
+    out = verify_cli(store_path)
+    assert out.returncode == 1 and "Traceback" not in out.stdout + out.stderr
+    named = {line.split(": ")[2] for line in out.stdout.splitlines()
+             if line.startswith("problem: fbank: ") and line.count(": ") >= 3}
+    assert {"a1", "b0", "b1", "b2"} <= named and not {"a0", "a2"} & named, out.stdout
+    assert verify_cli(store_path, "--fix").returncode == 0
+    assert open_store(store_path).complete_set("fbank") == {"a0", "a2"}
+    redone = extract_run(first, "r3") | extract_run(second, "r4")
+    assert redone == {"a1", "b0", "b1", "b2"}
+    assert verify_cli(store_path).returncode == 0
+    after = {fa.video: fa for fa in open_store(store_path).read_videos("fbank")}
+    assert sorted(after) == sorted(before)
+    for video, fa in before.items():
+        np.testing.assert_array_equal(after[video].data, fa.data)
+        np.testing.assert_array_equal(after[video].timestamps, fa.timestamps)

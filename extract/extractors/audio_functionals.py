@@ -27,6 +27,7 @@ import numpy as np
 
 from extract.catalog import FeatureSpec
 from extract.errors import ConfigError
+from extract.extractors.audio_lld import INT16_MAX
 from extract.extractors.base import EXTRACTORS, AudioExtractor, AudioRows
 
 log = logging.getLogger(__name__)
@@ -34,7 +35,6 @@ log = logging.getLogger(__name__)
 #: Functionals width of the sets whose width we know (checked against ``dim`` early).
 WIDTH = {"eGeMAPSv02": 88, "ComParE_2016": 6373}
 OPTIONS = ("feature_set", "window", "hop")
-_INT16_MAX = 32767 / 32768  # openSMILE converts to int16 by scaling with 32768
 
 
 @EXTRACTORS.register("opensmile_functionals")
@@ -127,7 +127,7 @@ class OpenSmileFunctionals(AudioExtractor):
         if self._smile is None:
             self.load()
         sr = self.spec.sample_rate
-        wav = np.clip(np.asarray(wav, dtype=np.float32), -1.0, _INT16_MAX)
+        wav = np.clip(np.asarray(wav, dtype=np.float32), -1.0, INT16_MAX)
         segments = self.segments(len(wav) / sr)
         rows = []
         for start, end in segments:

@@ -37,7 +37,7 @@ LEVELS: dict[str, tuple[str, ...]] = {
 }
 #: Column counts of the LLD level of the sets whose width we know (for an early dim check).
 LLD_WIDTH = {"eGeMAPSv02": 25, "ComParE_2016": 65}
-_INT16_MAX = 32767 / 32768  # openSMILE converts to int16 by scaling with 32768
+INT16_MAX = 32767 / 32768  # openSMILE converts to int16 by scaling with 32768
 
 
 @EXTRACTORS.register("opensmile")
@@ -98,7 +98,7 @@ class OpenSmileLLD(AudioExtractor):
                               "native rate; centred windows are not supported")
         if not self._smiles:
             self.load()
-        wav = np.clip(np.asarray(wav, dtype=np.float32), -1.0, _INT16_MAX)
+        wav = np.clip(np.asarray(wav, dtype=np.float32), -1.0, INT16_MAX)
         parts, times = [], None
         for smile in self._smiles:
             with warnings.catch_warnings():

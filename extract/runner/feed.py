@@ -31,7 +31,6 @@ import itertools
 import logging
 import multiprocessing as mp
 import queue
-import signal
 import threading
 from collections import deque
 from collections.abc import Callable, Iterator
@@ -53,6 +52,7 @@ from extract.runner.decode import (
 )
 from extract.runner.feeder import BatchInfo, FeederConfig, Job, feeder_main
 from extract.runner.plan import Task
+from extract.runner.pool import exit_line
 from extract.runner.records import Failure
 from extract.runner.remote import rebuild
 from extract.runner.ring import CropRing, RingLayout
@@ -158,14 +158,7 @@ class FeederHandle:
                     self.jobs.send(("free", slot))
 
     def describe_exit(self) -> str:
-        code = getattr(self.process, "exitcode", None)
-        if self.fatal:
-            return f"CPU worker {self.index} stopped: {self.fatal}"
-        if code is not None and code < 0:
-            with contextlib.suppress(ValueError):
-                return (f"CPU worker {self.index} (pid {self.process.pid}) was killed by "
-                        f"{signal.Signals(-code).name}")
-        return f"CPU worker {self.index} exited unexpectedly (exit code {code})"
+        return exit_line(f"CPU worker {self.index}", self.process, self.fatal)
 
 
 # ------------------------------------------------------------------------------ scheduling

@@ -67,14 +67,19 @@ class Handle:
         return not self.dead and self.runner.is_alive()
 
     def describe_exit(self) -> str:
-        code = getattr(self.runner, "exitcode", None)
-        if self.fatal:
-            return f"worker {self.cfg.index} stopped: {self.fatal}"
-        if code is not None and code < 0:
-            with contextlib.suppress(ValueError):
-                return (f"worker {self.cfg.index} (pid {self.runner.pid}) was killed by "
-                        f"{signal.Signals(-code).name}")
-        return f"worker {self.cfg.index} exited unexpectedly (exit code {code})"
+        return exit_line(f"worker {self.cfg.index}", self.runner, self.fatal)
+
+
+def exit_line(who: str, process: Any, fatal: str | None) -> str:
+    """Why a worker process is gone, in one line: its own last words, the signal that killed
+    it, or its exit code."""
+    code = getattr(process, "exitcode", None)
+    if fatal:
+        return f"{who} stopped: {fatal}"
+    if code is not None and code < 0:
+        with contextlib.suppress(ValueError):
+            return f"{who} (pid {process.pid}) was killed by {signal.Signals(-code).name}"
+    return f"{who} exited unexpectedly (exit code {code})"
 
 
 class Pool:

@@ -340,15 +340,24 @@ class PackReader:
             row += take
         return out
 
-    def _pread(self, path: str, offset: int, dest: memoryview, spec: ArraySpec) -> None:
+    def _open_chunk(self, path: str, spec: ArraySpec) -> tuple[int, str]:
+        """An open descriptor of a local chunk file and its full path; StoreError when the
+        file is missing or shorter than a chunk."""
         full = self.files.path(path)
         try:
             fd = os.open(full, os.O_RDONLY)
         except FileNotFoundError:
             raise StoreError(f"chunk file {full} is missing (run `extract verify`)") from None
+        size = os.fstat(fd).st_size
+        if size < spec.chunk_bytes:
+            os.close(fd)
+            raise StoreError(f"chunk file {full} is truncated: {size} of {spec.chunk_bytes} "
+                             "bytes (run `extract verify`)")
+        return fd, full
+
+    def _pread(self, path: str, offset: int, dest: memoryview, spec: ArraySpec) -> None:
+        fd, full = self._open_chunk(path, spec)
         try:
-            if os.fstat(fd).st_size < spec.chunk_bytes:
-                raise StoreError(f"chunk file {full} is truncated (run `extract verify`)")
             got = 0
             while got < len(dest):
                 n = os.preadv(fd, [dest[got:]], offset + got)
@@ -389,16 +398,8 @@ class PackReader:
         if hit is not None:
             self._maps.move_to_end(path)
             return hit[1]
-        full = self.files.path(path)
+        fd, _ = self._open_chunk(path, spec)
         try:
-            fd = os.open(full, os.O_RDONLY)
-        except FileNotFoundError:
-            raise StoreError(f"chunk file {full} is missing (run `extract verify`)") from None
-        try:
-            size = os.fstat(fd).st_size
-            if size < spec.chunk_bytes:
-                raise StoreError(f"chunk file {full} is truncated: {size} of {spec.chunk_bytes} "
-                                 "bytes (run `extract verify`)")
             mm = mmap.mmap(fd, spec.chunk_bytes, prot=mmap.PROT_READ)
         finally:
             os.close(fd)

@@ -26,28 +26,19 @@ from __future__ import annotations
 from typing import ClassVar
 
 import numpy as np
-import torch
 
-from fuse.config import EncoderConfig
-from fuse.model.encoders.base import ENCODERS, State, TemporalEncoder
+from fuse.model.encoders.base import ENCODERS
+from fuse.model.encoders.identity import IdentityEncoder
 
 CLASSIC_POOLS = ("mean", "mean_std")  # pooling without learned weights
 ABSENT = -1.0e4  # read-out bias of a class the training split never shows
 
 
-class ClassicEncoder(TemporalEncoder):
+class ClassicEncoder(IdentityEncoder):
     """Marks a classic estimator; passes the features through unchanged (no parameters)."""
 
     classic: ClassVar[bool] = True
     kinds: ClassVar[tuple[str, ...]] = ("classification", "regression", "multilabel")
-
-    def __init__(self, cfg: EncoderConfig, in_dim: int) -> None:
-        super().__init__()
-        self.out_dim = in_dim
-
-    def forward(self, x: torch.Tensor, pad: torch.Tensor,
-                state: State = None) -> tuple[torch.Tensor, State]:
-        return x, None
 
     @classmethod
     def estimator(cls, kind: str, cfg, class_weight: dict[int, float] | None, seed: int):
