@@ -218,3 +218,25 @@ def test_resume_from_the_saved_config_records_harmless_changes(saved_run):
 def test_resume_without_a_run_folder(tmp_path):
     with pytest.raises(FuseConfigError, match="is not a run folder"):
         train({"output": {"dir": str(tmp_path / "nothing")}}, resume=True)
+
+
+def test_local_run_records_absolute_paths(tmp_path: Path) -> None:
+    """Relative -i / --store from another folder: run.yaml and each video's source name files
+    that can be found from anywhere."""
+    from media_utils import write_audio
+
+    from extract.store import open_store
+
+    work = tmp_path / "work"
+    write_audio(tmp_path / "wavs" / "a.wav", seconds=0.5, rate=16000, channels=1)
+    work.mkdir()
+    out = subprocess.run([sys.executable, "-m", "extract", "run", "-f", "fbank", "-i", "../wavs",
+                          "--store", "rel.zarr", "--workers", "0", "--no-progress",
+                          "--run-id", "r1"], cwd=work, env=_env(), capture_output=True,
+                         text=True)
+    assert out.returncode == 0, out.stdout + out.stderr
+    store = open_store(work / "rel.zarr")
+    assert store.video_attrs("fbank", "a")["source"]["path"] == str(tmp_path / "wavs" / "a.wav")
+    run = yaml.safe_load((work / "rel.zarr" / "_runs" / "r1" / "run.yaml").read_text())
+    assert run["options"]["store"] == str(work / "rel.zarr")
+    assert run["inputs"]["root"] == str(tmp_path / "wavs")

@@ -127,6 +127,9 @@ def test_three_runs_one_killed_then_rerun(setup, tmp_path, monkeypatch):
             assert runs == [writer] or (not runs and writer == "p0"), (feature, video, runs)
     live = {w for r in counts.values() for w in r}
     assert {"p1", "p2"} & live, "the surviving runs did no work"
+    for run_id in ("p1", "p2", "rerun"):  # a video another run wrote is skipped per feature too
+        summary = json.loads((store_path / "_runs" / run_id / "summary.json").read_text())
+        assert all(summary["features"][f]["skipped"] >= summary["skipped"] for f in FEATURES)
 
 
 def test_ray_backend_gives_the_same_store(setup, tmp_path, monkeypatch):

@@ -216,6 +216,19 @@ def test_audio_only_run_predicts_left_and_right_not_the_raw_video(tmp_path):
                             expect=tmp_path / "labels" / "Validation_Set").ok
 
 
+def test_checker_refuses_the_raw_id_of_a_split_video(tmp_path):
+    sub = tmp_path / "sub"
+    sub.mkdir()
+    for name in ("X_left", "X_right", "X", "vidA"):
+        (sub / f"{name}.txt").write_text("Neutral,Anger,Disgust,Fear,Happiness,Sadness,"
+                                         "Surprise,Other\n0\n3\n")
+    report = check_submission(sub, "expr")
+    assert report.problems == [f"{sub / 'X.txt'}: X is split into X_left / X_right (two "
+                               "persons), which have files here; the challenge has no X"]
+    (sub / "X.txt").unlink()
+    assert check_submission(sub, "expr").ok
+
+
 # ------------------------------------------------------------ 4. true labels, Hume ids
 def test_true_labels_join_on_the_ids_the_file_writes(tmp_path):
     vids = ["00001", "00002"]

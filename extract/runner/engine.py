@@ -188,6 +188,7 @@ def run(options: RunOptions) -> RunSummary:
     from extract.runner.preflight import preflight
 
     quiet_downloads()
+    options = options.absolute()  # records and source attributes name findable files
     import_plugins(options.plugins)
     features = resolve_features(options)  # validates the options too
     check_shared_memory(options, features)

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import os
 import re
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
@@ -63,6 +63,19 @@ class RunOptions:
         self.fps_table = Path(self.fps_table) if self.fps_table else None
         env = [m for m in os.environ.get(PLUGINS_ENV, "").split(",") if m.strip()]
         self.plugins = list(dict.fromkeys([*self.plugins, *(m.strip() for m in env)]))
+
+    def absolute(self) -> RunOptions:
+        """A copy with every local path made absolute (store URLs unchanged): run records and
+        each video's source attributes then name files that can be found from anywhere, and
+        Ray tasks on other nodes read the same paths."""
+        from extract.locations import absolute
+
+        def path(p: Path | None) -> Path | None:
+            return Path(absolute(p)) if p is not None else None
+
+        return replace(self, input=path(self.input), store=absolute(self.store),
+                       catalog=path(self.catalog), videos=path(self.videos),
+                       fps_table=path(self.fps_table))
 
     @property
     def sampling(self) -> Sampling:

@@ -19,7 +19,6 @@ import threading
 import time
 from collections import deque
 from dataclasses import dataclass, field, replace
-from pathlib import Path
 from typing import Any
 
 from extract.catalog import FeatureSpec, resolve_local_weights
@@ -42,8 +41,7 @@ def prepare(options: RunOptions) -> RunOptions:
     ensure_ray(options.ray_address, None if options.gpus else n, options.ray_timeout)
     flag = f"--gpus {options.gpus}" if options.gpus else f"--workers {n}"
     check_resources(gpus=options.gpus, slots=n, what=f"extract run --backend ray {flag}")
-    return replace(options, input=Path(absolute(options.input)), store=absolute(options.store),
-                   catalog=Path(absolute(options.catalog)) if options.catalog else None)
+    return options.absolute()
 
 
 def worker_specs(specs: list[FeatureSpec]) -> list[FeatureSpec]:

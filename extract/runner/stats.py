@@ -179,6 +179,9 @@ class RunStats:
         if result.skipped is not None:  # another run finished it ("done") or holds it ("busy")
             if result.skipped == "done":
                 s.skipped += 1
+                for name in task.features:  # the other run wrote them: skipped here too
+                    if name in s.features:
+                        s.features[name].skipped += 1
             else:
                 s.busy += 1
             self._postfix()

@@ -2,8 +2,9 @@
 
 - Aff-Wild2 (``va``, ``expr``, ``au``): a folder of ``<video>.txt``; line 1 is the task's
   header, then exactly one line per frame of the video (``X_left`` / ``X_right`` count the
-  frames of ``X``), with values in range: VA two numbers in [-1, 1]; EXPR one class index
-  0..7; AU twelve 0/1 values. With ``--expect`` (a list of ids, or the annotation folder),
+  frames of ``X``; an ``X.txt`` beside them is refused: the challenge has no ``X``), with
+  values in range: VA two numbers in [-1, 1]; EXPR one class index 0..7; AU twelve 0/1
+  values. With ``--expect`` (a list of ids, or the annotation folder),
   every expected video must have its file: a video ``predict`` left out fails the check.
 - Hume-Reaction (``eri``): one CSV ``File_ID,Adoration,…,Surprise``, one row per video,
   intensities in [0, 1]; with the partition, exactly one row per test id.
@@ -181,12 +182,20 @@ def check_frames(path: Path, task: str, *, videos=None, partition=None,
         report.problems += bad[:MAX_PER_FILE]
         if len(bad) > MAX_PER_FILE:
             report.problems.append(f"{f}: … and {len(bad) - MAX_PER_FILE} more bad lines")
+    have = {f.stem for f in files}
+    report.problems += [f"{path / (base + '.txt')}: {base} is split into {base}_left / "
+                        f"{base}_right (two persons), which have files here; the challenge has "
+                        f"no {base}" for base in _split_bases(have) if base in have]
     expected = _expected_ids(expect)
     if expected is not None:
-        have = {f.stem for f in files}
         report.problems += [f"{path}: no prediction file for {v} ({v}.txt)"
                             for v in expected if v not in have]
     return report
+
+
+def _split_bases(ids: set[str]) -> list[str]:
+    """``X`` for every ``X_left`` / ``X_right`` among ``ids``."""
+    return sorted({v.rsplit("_", 1)[0] for v in ids if v.endswith(("_left", "_right"))})
 
 
 @CHECKERS.register("eri")
