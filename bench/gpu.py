@@ -100,22 +100,16 @@ def talking_face_frames(n: int, seed: int, size: tuple[int, int] = SIZE_720P) ->
 def write_clip(path: Path, n: int, seed: int) -> Path:
     """A 720p H.264 clip (x264 defaults: key frame every 250 frames, B-frames; preset
     veryfast so that making it is quick)."""
-    from fractions import Fraction
-
     import av
+
+    from extract.demo_media import encode_frames
 
     frames = talking_face_frames(n, seed)
     with av.open(str(path), "w") as c:
         vs = c.add_stream("libx264", rate=FPS)
         vs.width, vs.height, vs.pix_fmt = SIZE_720P[0], SIZE_720P[1], "yuv420p"
         vs.codec_context.options = {"preset": "veryfast", "crf": "23"}
-        for i, rgb in enumerate(frames):
-            frame = av.VideoFrame.from_ndarray(rgb, format="rgb24")
-            frame.pts, frame.time_base = i, Fraction(1, FPS)
-            for packet in vs.encode(frame):
-                c.mux(packet)
-        for packet in vs.encode():
-            c.mux(packet)
+        encode_frames(c, vs, frames, FPS)
     return path
 
 

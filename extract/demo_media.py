@@ -26,9 +26,11 @@ import argparse
 import csv
 import json
 import logging
+from collections.abc import Iterable
 from dataclasses import asdict, dataclass
 from fractions import Fraction
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
@@ -228,6 +230,20 @@ def render_frames(p: ClipParams, valence: np.ndarray, arousal: np.ndarray,
 
 
 # --------------------------------------------------------------------------------- files
+def encode_frames(container: Any, stream: Any, frames: Iterable[np.ndarray], fps: int) -> None:
+    """Encode RGB frames (H, W, 3) uint8 into a PyAV video ``stream`` at ``i / fps`` and flush
+    it."""
+    import av
+
+    for i, rgb in enumerate(frames):
+        frame = av.VideoFrame.from_ndarray(rgb, format="rgb24")
+        frame.pts, frame.time_base = i, Fraction(1, fps)
+        for packet in stream.encode(frame):
+            container.mux(packet)
+    for packet in stream.encode():
+        container.mux(packet)
+
+
 def write_mp4(path: Path, frames: np.ndarray, wav: np.ndarray) -> None:
     """H.264 (yuv420p, single-threaded: deterministic) + AAC mono 16 kHz."""
     import av
@@ -238,13 +254,7 @@ def write_mp4(path: Path, frames: np.ndarray, wav: np.ndarray) -> None:
         vs.codec_context.options = {"threads": "1", "crf": "23", "preset": "medium"}
         au = c.add_stream("aac", rate=SAMPLE_RATE)
         au.layout = "mono"
-        for i, rgb in enumerate(frames):
-            frame = av.VideoFrame.from_ndarray(rgb, format="rgb24")
-            frame.pts, frame.time_base = i, Fraction(1, FPS)
-            for packet in vs.encode(frame):
-                c.mux(packet)
-        for packet in vs.encode():
-            c.mux(packet)
+        encode_frames(c, vs, frames, FPS)
         step = au.codec_context.frame_size or 1024
         for start in range(0, len(wav), step):
             chunk = np.ascontiguousarray(wav[None, start:start + step])

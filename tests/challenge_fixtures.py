@@ -130,10 +130,10 @@ def readme_commands(section: str, readme: Path = REPO / "README.md") -> list[lis
 def write_av(path: Path, frames: np.ndarray, fps: int, wav: np.ndarray,
              rate: int = 16000) -> Path:
     """An H.264 video of ``frames`` (N, H, W, 3) at ``fps`` with mono AAC audio ``wav``."""
-    from fractions import Fraction
-
     import av
     from media_utils import _encode_audio
+
+    from extract.demo_media import encode_frames
 
     path.parent.mkdir(parents=True, exist_ok=True)
     with av.open(str(path), "w") as c:
@@ -142,12 +142,6 @@ def write_av(path: Path, frames: np.ndarray, fps: int, wav: np.ndarray,
         vs.codec_context.options = {"threads": "1"}
         au = c.add_stream("aac", rate=rate)
         au.layout = "mono"
-        for i, rgb in enumerate(frames):
-            frame = av.VideoFrame.from_ndarray(rgb, format="rgb24")
-            frame.pts, frame.time_base = i, Fraction(1, fps)
-            for packet in vs.encode(frame):
-                c.mux(packet)
-        for packet in vs.encode():
-            c.mux(packet)
+        encode_frames(c, vs, frames, fps)
         _encode_audio(c, au, wav[None, :].astype(np.float32))
     return path

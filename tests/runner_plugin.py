@@ -24,6 +24,16 @@ from extract.extractors.base import EXTRACTORS, AudioExtractor, AudioRows, Visua
 from extract.faces.align import ARCFACE_112
 from extract.faces.detectors.base import DETECTORS, FaceDetections, FaceDetector, register_detector
 
+#: A small catalog for runs through the CLI or other backends: one visual feature with an extra
+#: (no weights) and one audio feature, and the store outputs they make.
+CATALOG = {
+    "meancolor": {"modality": "visual", "extractor": "test_mean_color", "dim": 6,
+                  "input": {"face_size": 32}, "extras": {"gray": 1}},
+    "fbank": {"modality": "audio", "extractor": "fbank", "dim": 80,
+              "input": {"sample_rate": 16000, "window": 0.025, "hop": 0.01}, "rate": 100},
+}
+OUTPUTS = ["meancolor", "meancolor.gray", "fbank"]
+
 HANG_ENV = "EXTRACT_TEST_HANG_DIR"
 SLOW_ENV = "EXTRACT_TEST_SLOW_S"  # seconds test_mean_color sleeps per batch (overlapping runs)
 

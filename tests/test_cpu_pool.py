@@ -12,7 +12,6 @@ import subprocess
 import sys
 import threading
 import time
-from fractions import Fraction
 from pathlib import Path
 
 import numpy as np
@@ -29,6 +28,7 @@ from media_utils import (
     write_video,
 )
 
+from extract.demo_media import encode_frames
 from extract.errors import ConfigError
 from extract.ids import MediaItem
 from extract.media.sampling import Sampling
@@ -63,14 +63,8 @@ def write_gop_video(path: Path, n_frames: int, gop: int = 20, bframes: int = 2,
         vs.width, vs.height, vs.pix_fmt = 96, 72, "yuv420p"
         vs.codec_context.options = {"threads": "1", "g": str(gop), "keyint_min": str(gop),
                                     "bf": str(bframes)}
-        for i in range(n_frames):
-            frame = av.VideoFrame.from_ndarray(face_frame(i, 96, 72, face=i not in no_face),
-                                               format="rgb24")
-            frame.pts, frame.time_base = i, Fraction(1, 25)
-            for packet in vs.encode(frame):
-                c.mux(packet)
-        for packet in vs.encode():
-            c.mux(packet)
+        encode_frames(c, vs, (face_frame(i, 96, 72, face=i not in no_face)
+                              for i in range(n_frames)), 25)
     return path
 
 

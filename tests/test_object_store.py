@@ -19,6 +19,7 @@ import numpy as np
 import pytest
 import yaml
 from media_utils import write_video
+from runner_plugin import CATALOG, OUTPUTS
 from s3_server import moto_server
 from typer.testing import CliRunner
 
@@ -28,13 +29,6 @@ from extract.store import FeatureStore, open_store
 
 TESTS = Path(__file__).resolve().parent
 REPO = TESTS.parent
-CATALOG = {
-    "meancolor": {"modality": "visual", "extractor": "test_mean_color", "dim": 6,
-                  "input": {"face_size": 32}, "extras": {"gray": 1}},
-    "fbank": {"modality": "audio", "extractor": "fbank", "dim": 80,
-              "input": {"sample_rate": 16000, "window": 0.025, "hop": 0.01}, "rate": 100},
-}
-OUTPUTS = ["meancolor", "meancolor.gray", "fbank"]
 BUCKET = "affect"
 
 

@@ -22,6 +22,7 @@ import pytest
 import yaml
 from media_utils import write_video
 from ray_cluster import LocalCluster
+from runner_plugin import CATALOG, OUTPUTS
 from s3_server import moto_server
 
 from extract.overview import store_rows
@@ -31,13 +32,6 @@ from extract.store import FeatureStore, open_store
 pytestmark = pytest.mark.slow
 TESTS = Path(__file__).resolve().parent
 REPO = TESTS.parent
-CATALOG = {
-    "meancolor": {"modality": "visual", "extractor": "test_mean_color", "dim": 6,
-                  "input": {"face_size": 32}, "extras": {"gray": 1}},
-    "fbank": {"modality": "audio", "extractor": "fbank", "dim": 80,
-              "input": {"sample_rate": 16000, "window": 0.025, "hop": 0.01}, "rate": 100},
-}
-OUTPUTS = ["meancolor", "meancolor.gray", "fbank"]
 BUCKET = "cluster"
 RUN = ["--feature", "meancolor,fbank", "--input", "inputs", "--catalog", "features.yaml",
        "--plugin", "runner_plugin", "--detector", "test_center", "--batch-size", "4",

@@ -194,10 +194,10 @@ def run(options: RunOptions) -> RunSummary:
     check_shared_memory(options, features)
     if options.backend == "local":  # a Ray cluster's GPUs are not on this machine
         check_gpus(options.gpus)
-    else:  # connect, check the cluster's GPUs / CPUs, absolute paths: before the store changes
+    else:  # connect, check the cluster's GPUs / CPUs: before the store changes
         from extract.runner.ray_pool import prepare
 
-        options = prepare(options)
+        prepare(options)
     found = find_inputs(options, features)
     items = found.items
     store = existing_store(options.store)

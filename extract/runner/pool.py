@@ -70,6 +70,17 @@ class Handle:
         return exit_line(f"worker {self.cfg.index}", self.runner, self.fatal)
 
 
+def retry_or_lose(task: Task, attempts: dict[str, int], limit: int, pending: deque[Task],
+                  sink: Sink, worker: int, why: str) -> None:
+    """A task whose worker died: back to the front of the queue, or, once ``limit`` workers
+    died holding it, reported lost ("handed to ``limit`` <why>")."""
+    attempts[task.video_id] = attempts.get(task.video_id, 0) + 1
+    if attempts[task.video_id] >= limit:
+        sink.lost(task, worker, f"handed to {limit} {why}")
+    else:
+        pending.appendleft(task)
+
+
 def exit_line(who: str, process: Any, fatal: str | None) -> str:
     """Why a worker process is gone, in one line: its own last words, the signal that killed
     it, or its exit code."""
@@ -225,12 +236,8 @@ class Pool:
         if h.started and h.assigned:
             sink.lost(h.assigned.popleft(), h.cfg.index, why)
         for task in reversed(h.assigned):
-            self.attempts[task.video_id] = self.attempts.get(task.video_id, 0) + 1
-            if self.attempts[task.video_id] >= self.max_attempts:
-                sink.lost(task, h.cfg.index, f"handed to {self.max_attempts} workers that died; "
-                                              f"last: {why}")
-            else:
-                pending.appendleft(task)
+            retry_or_lose(task, self.attempts, self.max_attempts, pending, sink, h.cfg.index,
+                          f"workers that died; last: {why}")
         h.assigned.clear()
         h.started = False
 

@@ -27,21 +27,21 @@ from extract.locations import absolute
 from extract.runner.compute import VideoResult
 from extract.runner.options import RunOptions
 from extract.runner.plan import Task
-from extract.runner.pool import Sink
+from extract.runner.pool import Sink, retry_or_lose
 from extract.runner.records import Failure
 from extract.runner.worker import WorkerConfig, worker_main
 
 log = logging.getLogger(__name__)
 
 
-def prepare(options: RunOptions) -> RunOptions:
-    """Connect to the cluster (``--ray-timeout``), check its GPUs and CPUs, and make the run's
-    paths absolute, before the store is touched. Problems are one ``ClusterError`` line."""
+def prepare(options: RunOptions) -> None:
+    """Connect to the cluster (``--ray-timeout``) and check its GPUs and CPUs, before the store
+    is touched (the run's paths are already absolute: ``RunOptions.absolute``). Problems are
+    one ``ClusterError`` line."""
     n = max(1, options.num_workers)
     ensure_ray(options.ray_address, None if options.gpus else n, options.ray_timeout)
     flag = f"--gpus {options.gpus}" if options.gpus else f"--workers {n}"
     check_resources(gpus=options.gpus, slots=n, what=f"extract run --backend ray {flag}")
-    return options.absolute()
 
 
 def worker_specs(specs: list[FeatureSpec]) -> list[FeatureSpec]:
@@ -270,13 +270,8 @@ class RayPool:
                 else:
                     sink.lost(task, h.cfg.index, why)
             else:
-                key = task.video_id
-                self.attempts[key] = self.attempts.get(key, 0) + 1
-                if self.attempts[key] >= self.max_attempts:
-                    sink.lost(task, h.cfg.index, f"handed to {self.max_attempts} Ray workers "
-                                                 f"that died; last: {why}")
-                else:
-                    pending.appendleft(task)
+                retry_or_lose(task, self.attempts, self.max_attempts, pending, sink, h.cfg.index,
+                              f"Ray workers that died; last: {why}")
         h.assigned.clear()
         h.started = False
 

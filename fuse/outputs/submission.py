@@ -20,6 +20,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from extract.media.clock import base_video
 from extract.registry import Registry
 from fuse.errors import ConfigError
 from fuse.labels.affwild2 import AU_NAMES, EXPR_CLASSES, VA_TARGETS
@@ -183,19 +184,15 @@ def check_frames(path: Path, task: str, *, videos=None, partition=None,
         if len(bad) > MAX_PER_FILE:
             report.problems.append(f"{f}: … and {len(bad) - MAX_PER_FILE} more bad lines")
     have = {f.stem for f in files}
+    split = {base_video(v) for v in have if base_video(v) != v}  # X of X_left / X_right
     report.problems += [f"{path / (base + '.txt')}: {base} is split into {base}_left / "
                         f"{base}_right (two persons), which have files here; the challenge has "
-                        f"no {base}" for base in _split_bases(have) if base in have]
+                        f"no {base}" for base in sorted(split & have)]
     expected = _expected_ids(expect)
     if expected is not None:
         report.problems += [f"{path}: no prediction file for {v} ({v}.txt)"
                             for v in expected if v not in have]
     return report
-
-
-def _split_bases(ids: set[str]) -> list[str]:
-    """``X`` for every ``X_left`` / ``X_right`` among ``ids``."""
-    return sorted({v.rsplit("_", 1)[0] for v in ids if v.endswith(("_left", "_right"))})
 
 
 @CHECKERS.register("eri")
